@@ -1,0 +1,62 @@
+"""A worker process for the benchmark: `--kind case` (the product) or `--kind baseline`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from temporalio.worker import Worker
+
+from escalation_desk.activities.case_activities import CaseActivities
+from escalation_desk.activities.notify import LogNotifier
+from escalation_desk.activities.records import Records
+from escalation_desk.config import Settings, connect, exit_now
+from escalation_desk.migrate import upgrade
+from escalation_desk.worker import PolicySource, build_worker
+
+from .baseline import BaselineCase, noop
+
+
+async def serve(kind: str, max_cached: int) -> None:
+    settings = Settings()
+    client = await connect(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    worker: Worker
+    records: Records | None = None
+    if kind == "baseline":
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=[BaselineCase],
+            activities=[noop],
+            max_cached_workflows=max_cached,
+        )
+    else:
+        records = Records.from_url()
+        await upgrade(records.engine)
+        acts = CaseActivities(records, LogNotifier(), PolicySource())
+        worker = build_worker(client, settings.task_queue, acts, max_cached_workflows=max_cached)
+    async with worker:
+        print("ready", flush=True)
+        await stop.wait()
+    if records is not None:
+        await records.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kind", choices=["case", "baseline"], required=True)
+    parser.add_argument("--max-cached", type=int, default=3000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(serve(args.kind, args.max_cached))
+    exit_now(0)
+
+
+if __name__ == "__main__":
+    main()

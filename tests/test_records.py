@@ -1,0 +1,225 @@
+"""The record store on SQLite and PostgreSQL: idempotent writes, forward-only snapshots."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from temporalio.exceptions import ApplicationError
+
+from escalation_desk.activities.case_activities import CaseActivities
+from escalation_desk.activities.notify import MemoryNotifier
+from escalation_desk.activities.records import (
+    AssignmentRow,
+    CaseRow,
+    MessageRow,
+    Records,
+    TimelineRow,
+    database_url,
+)
+from escalation_desk.activity_models import (
+    AssignRequest,
+    CaseSnapshot,
+    OpenCaseRequest,
+    OutboundMessage,
+    Transition,
+)
+from escalation_desk.models import CaseInput, TimelineEntry
+from escalation_desk.policy import Policy
+from escalation_desk.workflows import rules
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def case_input(case_id: str = "C-1", customer: str = "cust-1") -> CaseInput:
+    return CaseInput.model_validate(
+        {
+            "case_id": case_id,
+            "customer": {"id": customer, "name": "Ada", "email": "ada@example.com"},
+            "subject": "Charged twice",
+            "category": "billing",
+            "severity": "high",
+            "opened_by": "agent-1",
+        }
+    )
+
+
+def snapshot(case_id: str, step: int, run: str = "run-1", **changes: Any) -> CaseSnapshot:
+    data: dict[str, object] = {
+        "case_id": case_id,
+        "workflow_id": f"case-{case_id}",
+        "run_id": run,
+        "step": step,
+        "customer_id": "cust-1",
+        "customer_name": "Ada",
+        "subject": "Charged twice",
+        "category": "billing",
+        "channel": "phone",
+        "severity": "high",
+        "reported_severity": "high",
+        "stage": "resolve",
+        "tier": 2,
+        "department": "billing",
+        "assignee": None,
+        "sla_breached": False,
+        "opened_at": T0,
+        "policy_version": "v1",
+    }
+    data.update(changes)
+    return CaseSnapshot.model_validate(data)
+
+
+def transition(case_id: str, step: int, entries: list[str], **changes: Any) -> Transition:
+    return Transition(
+        key=f"case-{case_id}:run-1:s{step}",
+        snapshot=snapshot(case_id, step, **changes),
+        timeline=[
+            TimelineEntry(seq=step * 10 + i, at=T0, what=what, details="")
+            for i, what in enumerate(entries)
+        ],
+        messages=[
+            OutboundMessage(
+                key=f"case-{case_id}:run-1:m{step}",
+                channel="customer",
+                recipient="cust-1",
+                address="ada@example.com",
+                subject=f"step {step}",
+                body="hello",
+            )
+        ],
+    )
+
+
+async def open_case(
+    acts: CaseActivities, case_id: str, run: str = "run-1", customer: str = "cust-1"
+):
+    return await acts.open_case(
+        OpenCaseRequest(
+            case=case_input(case_id, customer),
+            workflow_id=f"case-{case_id}",
+            run_id=run,
+            opened_at=T0,
+        )
+    )
+
+
+def activities(records: Records, policy: Policy) -> tuple[CaseActivities, MemoryNotifier]:
+    notifier = MemoryNotifier()
+    return CaseActivities(records, notifier, lambda: policy), notifier
+
+
+async def count(records: Records, table: type, *where: Any) -> int:
+    async with records.sessions() as s:
+        return int(await s.scalar(select(func.count()).select_from(table).where(*where)) or 0)
+
+
+async def test_open_case_is_idempotent_and_reads_history(
+    any_records: Records, policy: Policy
+) -> None:
+    acts, _ = activities(any_records, policy)
+    await open_case(acts, "C-1")
+    await open_case(acts, "C-2")
+    ctx = await open_case(acts, "C-3")
+    again = await open_case(acts, "C-3")  # a retry
+    assert ctx.recent_cases == again.recent_cases == 2
+    assert ctx.open_cases == 2 and sorted(ctx.recent_case_ids) == ["C-1", "C-2"]
+    assert ctx.policy.version == policy.version
+    assert await count(any_records, CaseRow) == 3
+
+
+async def test_a_closed_case_cannot_be_opened_again(any_records: Records, policy: Policy) -> None:
+    acts, _ = activities(any_records, policy)
+    await open_case(acts, "C-9")
+    await acts.record_transition(
+        transition("C-9", 1, ["reported up"], stage="closed", closed_at=T0, outcome="resolved")
+    )
+    with pytest.raises(ApplicationError, match="case_id: case C-9 was closed") as err:
+        await open_case(acts, "C-9", run="run-2")
+    assert err.value.non_retryable
+
+
+async def test_retried_transition_writes_and_sends_once(
+    any_records: Records, policy: Policy
+) -> None:
+    acts, notifier = activities(any_records, policy)
+    await open_case(acts, "C-1")
+    t = transition("C-1", 1, ["acknowledged", "customer updated"])
+    await acts.record_transition(t)
+    await acts.record_transition(t)  # delivered twice by the server: a retry after a timeout
+    assert await count(any_records, TimelineRow, TimelineRow.case_id == "C-1") == 2
+    assert await count(any_records, MessageRow, MessageRow.case_id == "C-1") == 1
+    assert [m.subject for m in notifier.sent] == ["step 1"]
+    assert await count(any_records, MessageRow, MessageRow.sent_at.is_(None)) == 0
+
+
+async def test_snapshot_only_moves_forward(any_records: Records, policy: Policy) -> None:
+    acts, _ = activities(any_records, policy)
+    await open_case(acts, "C-1")
+    await acts.record_transition(
+        transition("C-1", 2, ["escalated"], tier=3, assignee=None, stage="assign")
+    )
+    await acts.record_transition(
+        transition("C-1", 1, ["acknowledged"], tier=2, assignee="bill-ana")
+    )
+    async with any_records.sessions() as s:
+        row = await s.get(CaseRow, "C-1")
+    assert row is not None and row.tier == 3 and row.step == 2 and row.stage == "assign"
+    assert row.opened_at == T0 and row.opened_at.tzinfo is not None
+
+
+async def test_assignment_is_least_loaded_and_stable_on_retry(
+    any_records: Records, policy: Policy
+) -> None:
+    acts, notifier = activities(any_records, policy)
+    people = rules.people_at(policy, "billing", 3)  # sup-lee, sup-mara: no shifts
+    for cid in ("C-1", "C-2", "C-3"):
+        await open_case(acts, cid)
+
+    def request(cid: str, step: int) -> AssignRequest:
+        return AssignRequest(
+            transition=Transition(
+                key=f"case-{cid}:run-1:s{step}",
+                snapshot=snapshot(cid, step, tier=3, stage="assign"),
+                timeline=[],
+                messages=[],
+            ),
+            people=people,
+            skill=None,
+            exclude=[],
+            timezone="UTC",
+            assigned_seq=4,
+            tier_name="Senior",
+            department_name="Billing",
+        )
+
+    first = await acts.assign_case(request("C-1", 1))
+    assert first.assignee == "sup-lee"  # tie on load: round-robin by id when nobody had one
+    retry = await acts.assign_case(request("C-1", 1))
+    assert retry.assignee == "sup-lee" and retry.entry == first.entry
+    second = await acts.assign_case(request("C-2", 1))
+    assert second.assignee == "sup-mara"  # sup-lee now holds an open case
+    third = await acts.assign_case(request("C-3", 1))
+    assert third.assignee in {"sup-lee", "sup-mara"}
+    assert await count(any_records, AssignmentRow) == 3
+    assigned_notes = [m for m in notifier.sent if m.subject.startswith("New escalation")]
+    assert len(assigned_notes) == 3  # the retry sent nothing new
+    async with any_records.sessions() as s:
+        row = await s.get(CaseRow, "C-1")
+        details = await s.scalar(select(TimelineRow.details).where(TimelineRow.case_id == "C-1"))
+    assert row is not None and row.assignee == "sup-lee" and row.stage == "resolve"
+    assert details is not None and details.startswith("Jordan Lee (sup-lee)")
+
+
+def test_database_url_accepts_what_users_type() -> None:
+    assert database_url("sqlite:///data/x.db").drivername == "sqlite+aiosqlite"
+    assert database_url("postgresql://u@h:5432/db").drivername == "postgresql+asyncpg"
+    assert database_url("postgres://u@h/db").drivername == "postgresql+asyncpg"
+    assert database_url("postgresql+asyncpg://u@h/db").drivername == "postgresql+asyncpg"
+    with pytest.raises(ValueError, match="DATABASE_URL: unsupported database 'mysql'"):
+        database_url("mysql://u@h/db")
+
+
+def test_time_constants_are_aware() -> None:
+    assert (T0 + timedelta(hours=1)).tzinfo is not None
