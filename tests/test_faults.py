@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import re
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -27,10 +26,10 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from escalation_desk.activities.records import MessageRow, TimelineRow
+from escalation_desk.devserver import DevServer
 from escalation_desk.models import CaseReport, CaseStatus
 from escalation_desk.policy import BUNDLED_POLICY
 from escalation_desk.starter.api import CaseClient
-from escalation_desk.worker import dev_server_command
 
 from .conftest import (
     POSTGRES_URL,
@@ -58,23 +57,18 @@ def fast_policy(tmp_path: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Proxy:
     """A TCP hop on 127.0.0.1 that can be cut (every connection reset, new ones refused)."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.port = free_port()
+        self.port = 0  # any free port at first, then the same one on restore
         self.server: asyncio.Server | None = None
         self.links: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
 
     async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -175,28 +169,12 @@ async def test_database_outage_mid_case(dev_env: Any, tmp_path: Path) -> None:
 
 
 async def test_server_restart_with_a_deadline_passing_while_down(tmp_path: Path) -> None:
-    data = tmp_path / "server"
-    data.mkdir()
-    port, ui = free_port(), free_port()
-    address = f"127.0.0.1:{port}"
-
-    def start_server() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            dev_server_command(data, port, ui),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    async def listening() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
+    server = DevServer(tmp_path / "server", log=tmp_path / "server.log")
+    await asyncio.to_thread(server.start)
+    address = server.address
     db_url = sqlite_url(tmp_path)
-    server = start_server()
     worker: subprocess.Popen[bytes] | None = None
     try:
-        await until(listening, "dev server")
         client = await Client.connect(address, data_converter=pydantic_data_converter)
         task_queue = f"restart-{uuid.uuid4().hex[:6]}"
         api = CaseClient(client, task_queue)
@@ -208,12 +186,10 @@ async def test_server_restart_with_a_deadline_passing_while_down(tmp_path: Path)
         first = await until(lambda: assigned_at(api, cid, 2), "tier 2 assignment")
         ack_by = first.deadlines.ack_by
         assert ack_by is not None
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=30)
+        await asyncio.to_thread(server.stop, 30)
         down_until = ack_by.timestamp() + 10  # stay down until 10 s past the deadline
         await asyncio.sleep(max(0.0, down_until - time.time()))
-        server = start_server()
-        await until(listening, "dev server restarted")
+        await asyncio.to_thread(server.start)  # the same ports and SQLite file
         restarted_at = datetime.now(UTC)
         second = await until(lambda: assigned_at(api, cid, 3), "escalation after restart", 60)
         await api.send(cid, "resolve", {"by": second.assignee, "resolution": "done"})
@@ -221,7 +197,7 @@ async def test_server_restart_with_a_deadline_passing_while_down(tmp_path: Path)
     finally:
         if worker is not None:
             await stop(worker)
-        await stop(server, signal.SIGINT)
+        await asyncio.to_thread(server.stop)
     breach = next(e for e in report.timeline if e.what == "ack SLA breached")
     assert breach.at >= ack_by
     # The stored timer fires as soon as the server is back; the worker then needs one poll
