@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
+from temporalio.worker import (
+    Interceptor,
+    Replayer,
+    StartActivityInput,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+    WorkflowOutboundInterceptor,
+)
 
 from escalation_desk.worker import workflow_runner
 from escalation_desk.workflows.case import CONCURRENT_RECORDER, EscalationCase
@@ -49,3 +59,55 @@ def test_histories_cover_code_before_and_after_each_patch() -> None:
     seen = [patches_in(text) for text in TEXTS.values()]
     assert any(CONCURRENT_RECORDER in p for p in seen), "no history runs the recorder"
     assert any(CONCURRENT_RECORDER not in p for p in seen), "no history from before it"
+
+
+STALE_CLOCK = Path(__file__).parent / "histories" / "case-SR-142428.json"
+
+
+class ActivityInputs(Interceptor):
+    """Keeps the input of every activity the workflow schedules."""
+
+    def __init__(self) -> None:
+        self.inputs: list[StartActivityInput] = []
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor]:
+        kept = self.inputs
+
+        class Outbound(WorkflowOutboundInterceptor):
+            def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
+                kept.append(input)
+                return super().start_activity(input)
+
+        class Inbound(WorkflowInboundInterceptor):
+            def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+                super().init(Outbound(outbound))
+
+        return Inbound
+
+
+async def test_a_fired_timer_moves_a_stale_task_clock_up_to_its_instant() -> None:
+    """case-SR-142428 ran through a server restart. The task that delivered its fired ack
+    warning timer (due 03:07:27.1, ack deadline 03:07:34.6) carried the previous task's time,
+    03:07:04.6 (event 24 is kept with that time: the history as the worker saw it). The case
+    then noted "30s left" and waited 30 s more to escalate. Run that task again on this code:
+    the warning is dated at its instant and the breach is 7.5 s away, not 30."""
+    events = json.loads(TEXTS[STALE_CLOCK])["events"]
+    upto_task = [e for e in events if int(e["eventId"]) <= 24]
+    assert upto_task[-1]["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_STARTED"
+    history = WorkflowHistory.from_json(STALE_CLOCK.stem, {"events": upto_task})
+    seen = ActivityInputs()
+    replayer = Replayer(
+        workflows=[EscalationCase],
+        data_converter=pydantic_data_converter,
+        workflow_runner=workflow_runner(strict=True),
+        interceptors=[seen],
+    )
+    result = await replayer.replay_workflow(history)
+    assert result.replay_failure is None
+    transition = seen.inputs[-1].args[0]
+    assert seen.inputs[-1].activity == "record_transition"
+    warning = next(e for e in transition.timeline if e.what == "ack SLA warning")
+    assert warning.at == datetime(2026, 11, 23, 3, 7, 27, 123837, tzinfo=UTC)
+    assert warning.details.startswith("8s left")  # 7.5 s, where the stale clock said 30 s
