@@ -64,6 +64,8 @@ with workflow.unsafe.imports_passed_through():
 CONCURRENT_RECORDER = "concurrent-recorder"
 # A fired SLA timer means its instant has come, whatever the task's clock says
 CLOCK_FLOOR = "clock-floor"
+# A warning that comes due with its deadline already passed says nothing: the breach does
+NO_LATE_WARNING = "no-late-warning"
 
 ACTIVITY_TIMEOUT = timedelta(seconds=10)
 ACTIVITY_RETRY = RetryPolicy(
@@ -396,6 +398,8 @@ class EscalationCase:
             self._warned.add(clock)
             c = self._require_clocks()
             deadline = c.ack_by if clock == "ack" else c.resolve_by
+            if deadline <= self._now() and workflow.patched(NO_LATE_WARNING):
+                return  # the breach is due too (the server was down): warn of nothing
             left = fmt_duration((deadline - self._now()).total_seconds())
             verb = "acknowledged" if clock == "ack" else "resolved"
             self._note(f"{clock} SLA warning", None, f"{left} left to be {verb} at tier {tier}")
