@@ -37,6 +37,7 @@ from escalation_desk import search_attributes as sa
 from escalation_desk.activities.case_activities import CaseActivities
 from escalation_desk.activities.notify import MemoryNotifier
 from escalation_desk.activities.records import Base, Records
+from escalation_desk.devserver import DevServer
 from escalation_desk.migrate import upgrade
 from escalation_desk.models import CaseStatus
 from escalation_desk.policy import Policy, load_policy
@@ -87,15 +88,17 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_binary("temporal"),
-        data_converter=pydantic_data_converter,
-        search_attributes=sa.ALL,
-        dev_server_extra_args=["--log-level", "error"],
-    )
-    yield env
-    await env.shutdown()
+async def dev_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WorkflowEnvironment]:
+    """The embedded default, as `escalation-worker --dev` runs it: a SQLite file in WAL mode
+    and the search attributes registered at start."""
+    data = tmp_path_factory.mktemp("dev-server")
+    server = DevServer(data, log=data / "server.log")
+    await asyncio.to_thread(server.start)
+    try:
+        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        yield WorkflowEnvironment.from_client(client)
+    finally:
+        await asyncio.to_thread(server.stop)
 
 
 def start_worker_process(
