@@ -2,7 +2,8 @@
 
 - the database goes away for 20 s mid-case (PostgreSQL behind a proxy that is cut);
 - the Temporal server is stopped and restarted from its SQLite file while a case waits on
-  an SLA timer whose deadline passes during the outage.
+  an SLA timer whose deadline passes during the outage;
+- an activity that wrote and then timed out is delivered again by the server.
 Each case must finish with every transition recorded exactly once.
 """
 
@@ -22,17 +23,22 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from escalation_desk.activities.case_activities import CaseActivities
 from escalation_desk.activities.records import MessageRow, TimelineRow
+from escalation_desk.activity_models import Transition
 from escalation_desk.devserver import DevServer
 from escalation_desk.models import CaseReport, CaseStatus
-from escalation_desk.policy import BUNDLED_POLICY
+from escalation_desk.policy import BUNDLED_POLICY, Policy
 from escalation_desk.starter.api import CaseClient
+from escalation_desk.workflows.case import ACTIVITY_TIMEOUT
 
 from .conftest import (
     POSTGRES_URL,
+    Desk,
     postgres_available,
     record_store,
     sample_case,
@@ -207,3 +213,49 @@ async def test_server_restart_with_a_deadline_passing_while_down(tmp_path: Path)
     assert late_after_restart < 25, f"escalated {late_after_restart:.1f}s after the restart"
     assert report.outcome == "resolved" and [t.tier for t in report.tiers] == [2, 3]
     await recorded_once(db_url, cid, report)
+
+
+class FirstRecordHangs(CaseActivities):
+    """The first record_transition writes and sends, then hangs past its start-to-close
+    timeout: the server times that attempt out and delivers the activity again."""
+
+    hung = False
+
+    @activity.defn(name="record_transition")
+    async def record_transition(self, t: Transition) -> None:
+        await super().record_transition(t)
+        if not self.hung:
+            self.hung = True
+            await asyncio.sleep(ACTIVITY_TIMEOUT.total_seconds() + 3)
+
+
+async def test_activity_delivered_again_after_a_timeout_that_wrote(
+    dev_env: Any, tmp_path: Path, policy: Policy
+) -> None:
+    db_url = sqlite_url(tmp_path)
+    async with record_store(db_url) as records:
+        desk = Desk(dev_env, records, policy)
+        desk.activities = FirstRecordHangs(records, desk.notifier, lambda: policy)
+        async with desk.worker():
+            cid, first = await desk.open_assigned(severity="high")
+            await desk.api.send(cid, "acknowledge", {"by": first.assignee})
+            await desk.api.send(cid, "resolve", {"by": first.assignee, "resolution": "done"})
+            report = await asyncio.wait_for(desk.api.report(cid), 90)
+        history = await desk.client.get_workflow_handle(f"case-{cid}").fetch_history()
+    assert desk.activities.hung
+    scheduled = {
+        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    }
+    retried = [
+        scheduled[e.activity_task_started_event_attributes.scheduled_event_id]
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.attempt > 1
+    ]
+    assert retried == ["record_transition"]  # delivered twice, for real
+    assert report.outcome == "resolved"
+    await recorded_once(db_url, cid, report)
+    sent = Counter(m.key for m in desk.notifier.sent)
+    assert sent and max(sent.values()) == 1  # the second delivery sent nothing again
