@@ -1,10 +1,18 @@
-"""`escalate` refuses bad input before it connects to anything, naming the field."""
+"""`escalate` refuses bad input before it connects to anything, naming the field; its
+case listing reads right at a terminal's width."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from escalation_desk.starter.api import CaseListing
+from escalation_desk.starter.cli import print_listing
 
 from .conftest import run_escalate, sample_case
 
@@ -43,3 +51,41 @@ def test_unreachable_server_is_a_clear_error() -> None:
     out = escalate("status", "C-1")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.startswith("escalate:")
+
+
+def test_listing_shows_whole_case_ids_and_paused_clocks(capsys: pytest.CaptureFixture[str]) -> None:
+    now = datetime.now(UTC)
+
+    def row(case_id: str, **changes: Any) -> CaseListing:
+        base: dict[str, Any] = dict(
+            case_id=case_id,
+            workflow_id=f"case-{case_id}",
+            status="running",
+            stage="resolve",
+            tier=2,
+            severity="medium",
+            department="accounts",
+            assignee="acct-ben",
+            customer_id="cust-1",
+            sla_breached=False,
+            sla_deadline=now + timedelta(hours=2, minutes=10, seconds=30),
+            started=now,
+        )
+        return CaseListing(**{**base, **changes})
+
+    print_listing(
+        [
+            row("D-261123035216-01"),
+            row("D-261123035216-02", sla_deadline=None),  # waiting for the customer
+            row("D-261123035216-03", sla_deadline=now - timedelta(minutes=35, seconds=30)),
+            row("D-261123035216-04", sla_deadline=None, sla_breached=True, tier=4),
+        ]
+    )
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if "D-2611" in line}
+    assert set(lines) == {f"D-261123035216-0{i}" for i in range(1, 5)}  # never cut short
+    assert "in 2h 10m" in lines["D-261123035216-01"]
+    assert "paused" in lines["D-261123035216-02"]
+    assert "overdue 35m" in lines["D-261123035216-03"]
+    assert "BREACHED" in lines["D-261123035216-04"]
+    assert "paused" not in lines["D-261123035216-04"]

@@ -200,12 +200,21 @@ def print_status(st: CaseStatus) -> None:
         print(f"    {e.at:%Y-%m-%d %H:%M:%S} {e.what}{who}: {e.details}".rstrip(": "))
 
 
+def listing_without_clock(r: CaseListing) -> str:
+    """No SLA deadline set: in resolve and not breached, its clocks wait for the customer."""
+    if r.stage == "resolve" and not r.sla_breached and r.status == "running":
+        return "paused"
+    return ""
+
+
 def print_listing(rows: list[CaseListing]) -> None:
-    table = Table(box=box.SIMPLE_HEAD)
-    for col in ("case", "stage", "tier", "severity", "department", "assignee", "next deadline"):
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_edge=False)
+    table.add_column("case", no_wrap=True)  # an operator copies it into the next command
+    for col in ("stage", "tier", "severity", "dept", "assignee"):
         table.add_column(col)
+    table.add_column("next deadline", no_wrap=True)
     for r in rows:
-        deadline = relative(r.sla_deadline) if r.sla_deadline else ""
+        deadline = relative(r.sla_deadline) if r.sla_deadline else listing_without_clock(r)
         style = "red" if deadline.startswith("overdue") or r.sla_breached else ""
         table.add_row(
             r.case_id,
@@ -217,7 +226,10 @@ def print_listing(rows: list[CaseListing]) -> None:
             ("BREACHED " if r.sla_breached else "") + deadline,
             style=style,
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped to a file or a script: never cut a row short
+        console = Console(width=200)
+    console.print(table)
     print(f"{len(rows)} cases")
 
 
