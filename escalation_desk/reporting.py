@@ -64,7 +64,7 @@ class DeskReport(BaseModel):
 
 
 def _hours(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds / 3600, 2)
+    return None if seconds is None else round(seconds / 3600, 4)  # to about a second
 
 
 async def build_report(records: Records, since: datetime | None = None) -> DeskReport:
@@ -155,8 +155,13 @@ async def build_report(records: Records, since: datetime | None = None) -> DeskR
     )
 
 
+def time_unit(hours: list[float]) -> tuple[str, float]:
+    """Minutes for a chart whose longest bar is under two hours, else hours."""
+    return ("minutes", 60.0) if max(hours, default=0) < 2 else ("hours", 1.0)
+
+
 def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
+    return None if value is None else round(value, 4)
 
 
 async def case_history(records: Records, case_id: str) -> list[TimelineRow]:
@@ -196,11 +201,14 @@ def write_chart(report: DeskReport, path: Path) -> Path:
     ax = axes[0][1]
     labels = [f"Tier {t.tier}" for t in report.tiers]
     xs = range(len(labels))
-    ax.bar([x - 0.2 for x in xs], [t.median_hours or 0 for t in report.tiers], 0.4, label="median")
-    ax.bar([x + 0.2 for x in xs], [t.p90_hours or 0 for t in report.tiers], 0.4, label="p90")
+    medians = [t.median_hours or 0 for t in report.tiers]
+    p90s = [t.p90_hours or 0 for t in report.tiers]
+    unit, scale = time_unit(medians + p90s)
+    ax.bar([x - 0.2 for x in xs], [v * scale for v in medians], 0.4, label="median")
+    ax.bar([x + 0.2 for x in xs], [v * scale for v in p90s], 0.4, label="p90")
     ax.set_xticks(list(xs), labels)
-    ax.set_ylim(bottom=0)  # hours are never negative, even when every bar is zero
-    ax.set_title("Time spent in each tier (hours)")
+    ax.set_ylim(bottom=0)  # times are never negative, even when every bar is zero
+    ax.set_title(f"Time spent in each tier ({unit})")
     ax.legend(fontsize=8)
 
     ax = axes[1][0]
@@ -213,16 +221,16 @@ def write_chart(report: DeskReport, path: Path) -> Path:
 
     ax = axes[1][1]
     res = report.resolution_hours
-    ax.bar(
-        ["p50", "p90", "p99"], [res["p50"] or 0, res["p90"] or 0, res["p99"] or 0], color="#41ab5d"
-    )
+    values = [res["p50"] or 0, res["p90"] or 0, res["p99"] or 0]
+    res_unit, res_scale = time_unit(values)
+    ax.bar(["p50", "p90", "p99"], [v * res_scale for v in values], color="#41ab5d")
     ax.set_ylim(bottom=0)
     first = report.resolved_at_first_tier
     share = f"{100 * first:.0f}%" if first is not None else "—"
     a = report.approvals
     rate = f"{100 * a.approval_rate:.0f}%" if a.approval_rate is not None else "—"
     ax.set_title(
-        f"Resolution time (hours), {report.resolved} resolved\n"
+        f"Resolution time ({res_unit}), {report.resolved} resolved\n"
         f"{share} at the first tier · approvals {a.requested}, {rate} approved",
         fontsize=10,
     )

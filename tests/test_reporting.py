@@ -11,7 +11,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from escalation_desk.reporting import build_report, write_chart
+from escalation_desk.reporting import build_report, time_unit, write_chart
 
 from .conftest import Desk
 
@@ -67,6 +67,15 @@ async def test_report_chart_and_history(
     assert all(r["at"].endswith("Z") for r in rows)
     code, _, stderr = await cli({"DATABASE_URL": url}, "history", "NOPE-1")
     assert code == 2 and "no records for case NOPE-1" in stderr
+    code, stdout, _ = await cli({"DATABASE_URL": url}, "report")
+    tier2 = next(line for line in stdout.splitlines() if line.split()[:1] == ["2"])
+    assert code == 0 and tier2.split()[2:4] == ["30m", "54m"]  # visits of 0 h and 1 h
+
+
+def test_chart_unit_follows_the_longest_bar() -> None:
+    assert time_unit([0.0125, 1.9]) == ("minutes", 60.0)
+    assert time_unit([0.5, 2.0]) == ("hours", 1.0)
+    assert time_unit([]) == ("minutes", 60.0)
 
 
 async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:

@@ -262,15 +262,15 @@ def print_report(rep: DeskReport) -> None:
         vol.add_row(dept, *[str(counts[s]) for s in SEVERITIES], str(sum(counts.values())))
     console.print(vol)
     tiers = Table(title="Tiers (closed cases)", box=box.SIMPLE_HEAD)
-    for col in ("tier", "visits", "median h", "p90 h", "breaches", "breach rate"):
+    for col in ("tier", "visits", "median time", "p90 time", "breaches", "breach rate"):
         tiers.add_column(col, justify="right")
     for t in rep.tiers:
         rate = f"{100 * t.breach_rate:.0f}%" if t.breach_rate is not None else "—"
         tiers.add_row(
             str(t.tier),
             str(t.visits),
-            _num(t.median_hours),
-            _num(t.p90_hours),
+            _dur(t.median_hours),
+            _dur(t.p90_hours),
             str(t.breaches),
             rate,
         )
@@ -280,21 +280,22 @@ def print_report(rep: DeskReport) -> None:
     console.print(
         f"Approvals: {a.requested} requested, {a.approved} approved, {a.rejected} rejected, "
         f"{a.expired} expired, {a.withdrawn} withdrawn; approval rate {rate}; "
-        f"time to decision median {_num(a.median_hours_to_decision)} h, "
-        f"p90 {_num(a.p90_hours_to_decision)} h"
+        f"time to decision median {_dur(a.median_hours_to_decision)}, "
+        f"p90 {_dur(a.p90_hours_to_decision)}"
     )
     r = rep.resolution_hours
     first = rep.resolved_at_first_tier
     console.print(
-        f"Resolution: {rep.resolved} resolved; p50 {_num(r['p50'])} h, p90 {_num(r['p90'])} h, "
-        f"p99 {_num(r['p99'])} h; "
+        f"Resolution: {rep.resolved} resolved; p50 {_dur(r['p50'])}, p90 {_dur(r['p90'])}, "
+        f"p99 {_dur(r['p99'])}; "
         f"{f'{100 * first:.0f}%' if first is not None else '—'} resolved at the first tier; "
         f"{rep.sla_breached_cases} breached at the top tier; {rep.hard_cap_cases} closed by the cap"
     )
 
 
-def _num(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
+def _dur(hours: float | None) -> str:
+    """Hours from the report as a manager reads them: '1d 4h', '2h 10m', '36s'."""
+    return "—" if hours is None else fmt_duration(hours * 3600)
 
 
 def parse_since(text: str) -> datetime:
