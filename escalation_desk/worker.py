@@ -127,7 +127,12 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=[EscalationCase],
-        activities=[activities.open_case, activities.assign_case, activities.record_transition],
+        activities=[
+            activities.open_case,
+            activities.assign_case,
+            activities.record_transition,
+            activities.read_clock,
+        ],
         workflow_runner=workflow_runner(strict_sandbox),
         **options,
     )

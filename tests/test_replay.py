@@ -5,25 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import (
-    Interceptor,
     Replayer,
-    StartActivityInput,
-    WorkflowInboundInterceptor,
-    WorkflowInterceptorClassInput,
-    WorkflowOutboundInterceptor,
 )
 
 from escalation_desk.worker import workflow_runner
-from escalation_desk.workflows.case import CONCURRENT_RECORDER, EscalationCase
+from escalation_desk.workflows.case import CONCURRENT_RECORDER, TIMER_CLOCK, EscalationCase
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 TEXTS = {path: path.read_text() for path in HISTORIES}
@@ -59,75 +52,66 @@ def test_histories_cover_code_before_and_after_each_patch() -> None:
     seen = [patches_in(text) for text in TEXTS.values()]
     assert any(CONCURRENT_RECORDER in p for p in seen), "no history runs the recorder"
     assert any(CONCURRENT_RECORDER not in p for p in seen), "no history from before it"
+    assert any(TIMER_CLOCK in p for p in seen), "no history reads the clock on a fired timer"
+    assert any(TIMER_CLOCK not in p for p in seen), "no history from before the clock read"
 
 
 STALE_CLOCK = Path(__file__).parent / "histories" / "case-SR-142428.json"
+CLOCKED_ON_TIME = Path(__file__).parent / "histories" / "case-CLOCK-1.json"
+CLOCKED_AFTER_RESTART = Path(__file__).parent / "histories" / "case-CLOCK-2.json"
 
 
-class ActivityInputs(Interceptor):
-    """Keeps the input of every activity the workflow schedules."""
-
-    def __init__(self) -> None:
-        self.inputs: list[StartActivityInput] = []
-
-    def workflow_interceptor_class(
-        self, input: WorkflowInterceptorClassInput
-    ) -> type[WorkflowInboundInterceptor]:
-        kept = self.inputs
-
-        class Outbound(WorkflowOutboundInterceptor):
-            def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
-                kept.append(input)
-                return super().start_activity(input)
-
-        class Inbound(WorkflowInboundInterceptor):
-            def init(self, outbound: WorkflowOutboundInterceptor) -> None:
-                super().init(Outbound(outbound))
-
-        return Inbound
-
-
-async def replay_up_to_task_24(stale: bool) -> ActivityInputs:
-    """The case up to the task after the restart, which runs as new on this code."""
-    events = [e for e in json.loads(TEXTS[STALE_CLOCK])["events"] if int(e["eventId"]) <= 24]
-    assert events[-1]["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_STARTED"
-    if not stale:
-        events[-1] = {**events[-1], "eventTime": "2026-11-23T03:07:49.465238273Z"}
-    seen = ActivityInputs()
+async def replay(stem: str, events: list[dict[str, Any]]) -> Exception | None:
     replayer = Replayer(
         workflows=[EscalationCase],
         data_converter=pydantic_data_converter,
         workflow_runner=workflow_runner(strict=True),
-        interceptors=[seen],
     )
-    result = await replayer.replay_workflow(
-        WorkflowHistory.from_json(STALE_CLOCK.stem, {"events": events})
-    )
-    assert result.replay_failure is None
-    return seen
+    history = WorkflowHistory.from_json(stem, {"events": events})
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    return result.replay_failure
 
 
-async def test_a_fired_timer_moves_a_stale_task_clock_up_to_its_instant() -> None:
-    """case-SR-142428 ran through a server restart. The task that delivered its fired ack
-    warning timer (due 03:07:27.1, ack deadline 03:07:34.6) carried the previous task's time,
-    03:07:04.6 (event 24 is kept with that time: the history as the worker saw it). The case
-    then noted "30s left" and waited 30 s more to escalate. Run that task again on this code:
-    the warning is dated at its instant and the breach is 7.5 s away, not 30."""
-    seen = await replay_up_to_task_24(stale=True)
-    transition = seen.inputs[-1].args[0]
-    assert seen.inputs[-1].activity == "record_transition"
-    warning = next(e for e in transition.timeline if e.what == "ack SLA warning")
-    assert warning.at == datetime(2026, 11, 23, 3, 7, 27, 123837, tzinfo=UTC)
-    assert warning.details.startswith("8s left")  # 7.5 s, where the stale clock said 30 s
+def stale_after_timers(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each task that delivers a fired timer carries the previous task's time, as the worker
+    saw it once after a server restart (case-SR-142428, event 24)."""
+    out, last_started, after_timer = [], None, False
+    for event in events:
+        event = dict(event)
+        kind = event["eventType"]
+        if kind == "EVENT_TYPE_TIMER_FIRED":
+            after_timer = True
+        elif kind == "EVENT_TYPE_WORKFLOW_TASK_STARTED":
+            if after_timer and last_started is not None:
+                event["eventTime"] = last_started
+            last_started, after_timer = event["eventTime"], False
+        out.append(event)
+    return out
 
 
-async def test_a_warning_due_after_its_deadline_is_not_sent() -> None:
-    """The same task with the server's time for it (03:07:49, 15 s past the ack deadline):
-    the case escalates at once, and no "0s left" warning goes out with the breach."""
-    seen = await replay_up_to_task_24(stale=False)
-    assert seen.inputs[-1].activity == "assign_case"
-    what = [e.what for e in seen.inputs[-1].args[0].transition.timeline]
-    assert "ack SLA breached" in what and "escalated" in what
-    assert "ack SLA warning" not in what
-    messages = seen.inputs[-1].args[0].transition.messages
-    assert messages and not any("SLA warning" in m.subject for m in messages)
+@pytest.mark.parametrize("path", [CLOCKED_ON_TIME, CLOCKED_AFTER_RESTART], ids=lambda p: p.stem)
+async def test_a_case_decides_after_a_fired_timer_at_the_time_it_read(path: Path) -> None:
+    """Both cases ran on the dev server with 30 s ack windows and read the clock through a
+    local activity after each fired timer. CLOCK-1's warning and breach fired on time;
+    CLOCK-2's server was down from its assignment until 10 s past its ack deadline, so the
+    warning timer fired late and the case escalated at once without a warning. Their
+    decisions replay the same whatever time the timer's task carries."""
+    events = json.loads(TEXTS[path])["events"]
+    assert TIMER_CLOCK in patches_in(TEXTS[path])
+    stale = stale_after_timers(events)
+    assert stale != events
+    assert await replay(path.stem, events) is None
+    assert await replay(path.stem, stale) is None
+
+
+async def test_a_case_from_before_the_clock_read_depends_on_the_task_time() -> None:
+    """Why the clock is read: case-SR-142428 ran with the stale time in task 24 and replays
+    only with it; with the time the server recorded for that task it takes another path."""
+    events = json.loads(TEXTS[STALE_CLOCK])["events"]
+    assert await replay(STALE_CLOCK.stem, events) is None
+    recorded = [
+        {**e, "eventTime": "2026-11-23T03:07:49.465238273Z"} if e["eventId"] == "24" else e
+        for e in events
+    ]
+    failure = await replay(STALE_CLOCK.stem, recorded)
+    assert failure is not None and "Nondeterminism" in str(failure)

@@ -49,6 +49,10 @@ class CaseActivities:
         self.notifier = notifier
         self.policy = policy
 
+    @activity.defn(name="read_clock")
+    async def read_clock(self) -> None:
+        """Nothing to do: the case wants this call's recorded completion time (case.py)."""
+
     @activity.defn(name="open_case")
     async def open_case(self, req: OpenCaseRequest) -> CustomerContext:
         """Create the case row (or take over an unfinished one) and read the customer's history."""

@@ -62,8 +62,9 @@ with workflow.unsafe.imports_passed_through():
 
 # workflow.patched ids: each marks a change to the command sequence of running cases.
 CONCURRENT_RECORDER = "concurrent-recorder"
-# A fired SLA timer means its instant has come, whatever the task's clock says
-CLOCK_FLOOR = "clock-floor"
+# A fired SLA timer reads the clock through a local activity: its recorded completion time
+# is the case's time from then on, in the run and in every replay of it
+TIMER_CLOCK = "timer-clock"
 # A warning that comes due with its deadline already passed says nothing: the breach does
 NO_LATE_WARNING = "no-late-warning"
 
@@ -128,7 +129,7 @@ class EscalationCase:
         self._sa_sent: dict[str, Any] = {}
         self._recording = False
         self._recorder_stop = False
-        self._clock_floor: datetime | None = None
+        self._reads_clock = False
 
     # --- run ----------------------------------------------------------------------------
 
@@ -136,7 +137,7 @@ class EscalationCase:
     async def run(self, raw: Any) -> CaseReport:
         case = self._validated_input(raw)
         self._case = case
-        now = self._now()
+        now = workflow.now()
         self._opened_at = now
         self._reported_severity = case.severity
         self._note("opened", case.opened_by, f"{case.channel}: {case.subject}")
@@ -223,12 +224,12 @@ class EscalationCase:
             f"We will update you at least every "
             f"{fmt_duration(policy.customer_update_every[severity])}.",
         )
-        self._next_customer_update = self._now() + timedelta(
+        self._next_customer_update = workflow.now() + timedelta(
             seconds=policy.customer_update_every[severity]
         )
 
     def _enter_tier(self, tier: int, department: str) -> None:
-        now = self._now()
+        now = workflow.now()
         if self._tiers and self._tiers[-1].left_at is None:
             visit = self._tiers[-1]
             visit.left_at = now
@@ -269,7 +270,7 @@ class EscalationCase:
             assert due is not None  # the hard cap is always ahead
             at, kind, label = due
             seen = self._mutations
-            wait = (at - self._now()).total_seconds()
+            wait = (at - workflow.now()).total_seconds()
             if wait > 0:
                 try:
                     await workflow.wait_condition(
@@ -277,7 +278,11 @@ class EscalationCase:
                     )
                     continue
                 except TimeoutError:
-                    self._timer_fired_for(at)
+                    if workflow.patched(TIMER_CLOCK):
+                        # no patch check after the read: its marker would come a task later
+                        self._reads_clock = True
+                        await self._read_clock(label)
+                        continue  # decide again at the time just read: something may be due
             self._fire(kind)
         await workflow.wait_condition(lambda: not self._recording)
         self._recorder_stop = True
@@ -326,13 +331,13 @@ class EscalationCase:
                 await workflow.wait_condition(has_work)
                 continue
             at, kind, label = due
-            wait = (at - self._now()).total_seconds()
+            wait = (at - workflow.now()).total_seconds()
             if wait > 0:
                 try:
                     await workflow.wait_condition(has_work, timeout=wait, timeout_summary=label)
                     continue
                 except TimeoutError:
-                    self._timer_fired_for(at)
+                    pass
             self._fire(kind)
 
     def _next_due(self) -> tuple[datetime, str, str] | None:
@@ -398,9 +403,11 @@ class EscalationCase:
             self._warned.add(clock)
             c = self._require_clocks()
             deadline = c.ack_by if clock == "ack" else c.resolve_by
-            if deadline <= self._now() and workflow.patched(NO_LATE_WARNING):
+            if deadline <= workflow.now() and (
+                self._reads_clock or workflow.patched(NO_LATE_WARNING)
+            ):
                 return  # the breach is due too (the server was down): warn of nothing
-            left = fmt_duration((deadline - self._now()).total_seconds())
+            left = fmt_duration((deadline - workflow.now()).total_seconds())
             verb = "acknowledged" if clock == "ack" else "resolved"
             self._note(f"{clock} SLA warning", None, f"{left} left to be {verb} at tier {tier}")
             for person in rules.supervisors(policy, dept, tier):
@@ -443,7 +450,7 @@ class EscalationCase:
         elif kind == "approval_due":
             self._approval_timed_out()
         elif kind == "customer_update":
-            self._next_customer_update = self._now() + timedelta(
+            self._next_customer_update = workflow.now() + timedelta(
                 seconds=policy.customer_update_every[severity]
             )
             self._tell_customer(
@@ -525,7 +532,7 @@ class EscalationCase:
         mark = self._mutations
         # Reserve the "assigned" line now so notes made while the activity runs follow it.
         placeholder = TimelineEntry(
-            seq=len(self._timeline) + 1, at=self._now(), what="assigned", tier=tier
+            seq=len(self._timeline) + 1, at=workflow.now(), what="assigned", tier=tier
         )
         self._timeline.append(placeholder)
         result: AssignResult = await workflow.execute_activity(
@@ -551,7 +558,7 @@ class EscalationCase:
         self._assignee = result.assignee
         self._stage = "resolve"
         self._acknowledged = False
-        self._clocks = rules.clocks(policy, tier, self._require_severity(), self._now())
+        self._clocks = rules.clocks(policy, tier, self._require_severity(), workflow.now())
         self._tiers[-1].assignees.append(result.assignee)
         self._settled = max(self._settled, mark)
         self._upsert_search_attributes()
@@ -621,7 +628,7 @@ class EscalationCase:
 
     def _report(self) -> CaseReport:
         case = self._require_case()
-        now = self._now()
+        now = workflow.now()
         tiers = [v.model_copy() for v in self._tiers]
         if tiers and tiers[-1].left_at is None:
             tiers[-1].left_at = now
@@ -657,7 +664,7 @@ class EscalationCase:
         approvers = rules.approvers(policy, self._require_department(), msg.action, msg.by)
         self._approval_round = 0
         notify = rules.approvers_to_notify(policy, approvers, 0)
-        now = self._now()
+        now = workflow.now()
         self._pending = PendingApproval(
             action=msg.action,
             requested_by=msg.by,
@@ -699,7 +706,7 @@ class EscalationCase:
         waited = ", ".join(pending.notified)
         if nxt:
             pending.notified = nxt
-            pending.due_by = self._now() + timedelta(
+            pending.due_by = workflow.now() + timedelta(
                 seconds=policy.approval_timeout[self._require_severity()]
             )
             self._note(
@@ -720,7 +727,7 @@ class EscalationCase:
                 requested_at=pending.requested_at,
                 decision=decision,
                 decided_by=by,
-                decided_at=self._now(),
+                decided_at=workflow.now(),
                 note=note,
             )
         )
@@ -860,12 +867,12 @@ class EscalationCase:
             self._decide("rejected", msg.by, msg.reason)
             return "rejected"
         if isinstance(msg, WaitForCustomer):
-            self._paused_at = self._now()
+            self._paused_at = workflow.now()
             self._note("waiting for customer", msg.by, msg.question)
             self._tell_customer(f"We need your input on case {case.case_id}", msg.question)
             return "SLA clock paused"
         if isinstance(msg, CustomerReplied):
-            paused_at, now = self._paused_at, self._now()
+            paused_at, now = self._paused_at, workflow.now()
             assert paused_at is not None
             paused = now - paused_at
             self._paused_at = None
@@ -1110,7 +1117,7 @@ class EscalationCase:
     def _note(self, what: str, by: str | None, details: str) -> None:
         entry = TimelineEntry(
             seq=len(self._timeline) + 1,
-            at=self._now(),
+            at=workflow.now(),
             what=what,
             by=by,
             tier=self._tier,
@@ -1290,16 +1297,17 @@ class EscalationCase:
         assert self._clocks is not None
         return self._clocks
 
-    def _now(self) -> datetime:
-        now = workflow.now()
-        return self._clock_floor if self._clock_floor and self._clock_floor > now else now
-
-    def _timer_fired_for(self, due: datetime) -> None:
+    async def _read_clock(self, label: str) -> None:
         """The task that delivers a fired timer can carry the previous task's time (seen once
-        after a server restart): a breach due 10 s ago then looked 30 s away. Trust the timer.
-        (Under a second is rounding by a server that keeps milliseconds, not a stale clock.)"""
-        if due - workflow.now() > timedelta(seconds=1) and workflow.patched(CLOCK_FLOOR):
-            self._clock_floor = due
+        after a server restart: a breach due 15 s ago looked 30 s away, and the server's
+        history, with the real time, no longer replayed). A local activity's completion time
+        becomes the workflow's time and is recorded in its marker, so what the case decides
+        next is right now and the same on replay."""
+        await workflow.execute_local_activity(
+            "read_clock",
+            start_to_close_timeout=timedelta(seconds=10),
+            summary=f"Read the clock: {label}",
+        )
 
     def _opened(self) -> datetime:
         assert self._opened_at is not None
