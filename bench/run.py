@@ -21,8 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,16 +87,6 @@ class Proc:
                 self.popen.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
-
-
-@contextmanager
-def dev_server(data_dir: Path) -> Iterator[str]:
-    server = DevServer(data_dir, log=data_dir / "server.log")
-    server.start()
-    try:
-        yield server.address
-    finally:
-        server.stop()
 
 
 def start_worker(
@@ -641,7 +630,11 @@ async def main_async(small: bool) -> Report:
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
         }
     )
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, dev_server(Path(tmp)) as address:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-") as tmp,
+        DevServer(Path(tmp), log=Path(tmp) / "server.log") as server,
+    ):
+        address = server.address
         db_url = f"sqlite:///{tmp}/records.db"
         client = await Client.connect(address, data_converter=pydantic_data_converter)
         case_tq, base_tq = f"cases-{uuid.uuid4().hex[:6]}", f"base-{uuid.uuid4().hex[:6]}"

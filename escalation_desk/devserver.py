@@ -105,8 +105,15 @@ class DevServer:
             *sa.dev_server_flags(),
         ]
 
+    def __enter__(self) -> DevServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def start(self, timeout: float = 60, attempts: int = 4) -> None:
-        """Start and wait until the frontend accepts connections."""
+        """Start and wait until the frontend and the UI accept connections."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         exits: list[str] = []
         for _ in range(attempts):
@@ -141,7 +148,7 @@ class DevServer:
             if code is not None:
                 return code
             # the UI binds last: both listening means every port of this process is bound
-            if port_in_use(self.port) and port_in_use(self.ui_port) and self.proc.poll() is None:
+            if port_in_use(self.port) and port_in_use(self.ui_port):
                 return None
             time.sleep(0.1)
         self.stop()

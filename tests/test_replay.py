@@ -11,9 +11,7 @@ from typing import Any
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import (
-    Replayer,
-)
+from temporalio.worker import Replayer
 
 from escalation_desk.worker import workflow_runner
 from escalation_desk.workflows.case import CONCURRENT_RECORDER, TIMER_CLOCK, EscalationCase
@@ -26,16 +24,21 @@ def test_histories_are_kept() -> None:
     assert HISTORIES, "no recorded histories under tests/histories"
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
-async def test_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(path.stem, TEXTS[path])  # stem: the workflow id
+async def replay(stem: str, events: list[dict[str, Any]]) -> Exception | None:
     replayer = Replayer(
         workflows=[EscalationCase],
         data_converter=pydantic_data_converter,
-        workflow_runner=workflow_runner(strict=True),  # the worker's sandbox, module re-imported
+        workflow_runner=workflow_runner(strict=True),
     )
-    result = await replayer.replay_workflow(history)
-    assert result.replay_failure is None
+    history = WorkflowHistory.from_json(stem, {"events": events})
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    return result.replay_failure
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+async def test_history_replays(path: Path) -> None:
+    # the stem is the workflow id; the worker's own sandbox runner, module re-imported
+    assert await replay(path.stem, json.loads(TEXTS[path])["events"]) is None
 
 
 def patches_in(text: str) -> set[str]:
@@ -59,17 +62,6 @@ def test_histories_cover_code_before_and_after_each_patch() -> None:
 STALE_CLOCK = Path(__file__).parent / "histories" / "case-SR-142428.json"
 CLOCKED_ON_TIME = Path(__file__).parent / "histories" / "case-CLOCK-1.json"
 CLOCKED_AFTER_RESTART = Path(__file__).parent / "histories" / "case-CLOCK-2.json"
-
-
-async def replay(stem: str, events: list[dict[str, Any]]) -> Exception | None:
-    replayer = Replayer(
-        workflows=[EscalationCase],
-        data_converter=pydantic_data_converter,
-        workflow_runner=workflow_runner(strict=True),
-    )
-    history = WorkflowHistory.from_json(stem, {"events": events})
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-    return result.replay_failure
 
 
 def stale_after_timers(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
