@@ -4,7 +4,10 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY escalation_desk ./escalation_desk
+COPY worker.py ./
+COPY workflows ./workflows
+COPY activities ./activities
+COPY starter ./starter
 RUN pip install --no-cache-dir . && useradd --create-home --uid 10001 desk
 USER 10001
 CMD ["escalation-worker"]

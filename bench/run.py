@@ -33,11 +33,11 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
-from escalation_desk.config import exit_now
-from escalation_desk.devserver import DevServer
-from escalation_desk.models import CaseStatus, MessageResult
-from escalation_desk.reporting import percentile as desk_percentile
-from escalation_desk.starter.api import CaseClient, CaseError, is_transient
+from starter.api import CaseClient, CaseError, is_transient
+from starter.config import exit_now
+from starter.devserver import DevServer
+from starter.reporting import percentile as desk_percentile
+from workflows.models import CaseStatus, MessageResult
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"

@@ -9,14 +9,14 @@ import signal
 
 from temporalio.worker import Worker
 
-from escalation_desk.activities.case_activities import CaseActivities
-from escalation_desk.activities.notify import LogNotifier
-from escalation_desk.activities.records import Records
-from escalation_desk.config import Settings, connect, exit_now
-from escalation_desk.migrate import upgrade
-from escalation_desk.worker import PolicySource, build_worker
-
-from .baseline import BaselineCase, noop
+from activities.case_activities import CaseActivities
+from activities.migrate import upgrade
+from activities.notify import LogNotifier
+from activities.policy_file import PolicySource
+from activities.records import Records
+from bench.baseline import BaselineCase, noop
+from starter.config import Settings, connect, exit_now
+from worker import build_worker
 
 
 async def serve(kind: str, max_cached: int) -> None:

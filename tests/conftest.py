@@ -33,16 +33,17 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from escalation_desk import search_attributes as sa
-from escalation_desk.activities.case_activities import CaseActivities
-from escalation_desk.activities.notify import MemoryNotifier
-from escalation_desk.activities.records import Base, Records
-from escalation_desk.devserver import DevServer
-from escalation_desk.migrate import upgrade
-from escalation_desk.models import CaseStatus
-from escalation_desk.policy import Policy, load_policy
-from escalation_desk.starter.api import CaseClient, CaseError
-from escalation_desk.worker import build_worker
+from activities.case_activities import CaseActivities
+from activities.migrate import upgrade
+from activities.notify import MemoryNotifier
+from activities.policy_file import load_policy
+from activities.records import Base, Records
+from starter.api import CaseClient, CaseError
+from starter.devserver import DevServer
+from worker import build_worker
+from workflows import search_attributes as sa
+from workflows.models import CaseStatus
+from workflows.policy import Policy
 
 BIN = Path(sys.executable).parent
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -114,7 +115,7 @@ def start_worker_process(
     if policy is not None:
         env["ESCALATION_POLICY"] = str(policy)
     return subprocess.Popen(
-        [sys.executable, "-m", "escalation_desk.worker"],
+        [sys.executable, "-m", "worker"],
         env=env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
@@ -255,7 +256,7 @@ class Desk:
 def run_escalate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The `escalate` CLI in its own process, as a backend script runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "escalation_desk.starter.cli", *args],
+        [sys.executable, "-m", "starter.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -18,11 +18,10 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from escalation_desk.devserver import DevServer
-from escalation_desk.starter.api import CaseClient
-
-from .conftest import sample_case, start_worker_process, until
-from .test_faults import assigned_at, fast_policy
+from starter.api import CaseClient
+from starter.devserver import DevServer
+from tests.conftest import sample_case, start_worker_process, until
+from tests.test_faults import assigned_at, fast_policy
 
 HERE = Path(__file__).parent / "histories"
 

@@ -20,10 +20,9 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from escalation_desk import search_attributes as sa
-from escalation_desk.policy import load_policy
-
-from .conftest import BIN, Desk, record_store
+from activities.policy_file import load_policy
+from tests.conftest import BIN, Desk, record_store
+from workflows import search_attributes as sa
 
 HERE = Path(__file__).parent / "histories"
 

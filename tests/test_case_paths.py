@@ -12,11 +12,10 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from escalation_desk.activities.records import CaseRow, MessageRow, ReportRow, TimelineRow
-from escalation_desk.models import CaseReport
-from escalation_desk.starter.api import CaseError
-
-from .conftest import Desk
+from activities.records import CaseRow, MessageRow, ReportRow, TimelineRow
+from starter.api import CaseError
+from tests.conftest import Desk
+from workflows.models import CaseReport
 
 pytestmark = pytest.mark.asyncio
 
@@ -169,7 +168,7 @@ async def test_top_tier_breach_reports_up_and_stays_open(
         desc = await desk.api.handle(data["case_id"]).describe()
         assert desc.status == WorkflowExecutionStatus.RUNNING
         assert desc.typed_search_attributes.get(
-            __import__("escalation_desk.search_attributes").search_attributes.SLA_BREACHED
+            __import__("workflows.search_attributes").search_attributes.SLA_BREACHED
         )
     breach_reports = [m for m in desk.notifier.sent if "SLA breached at the top tier" in m.subject]
     assert {m.recipient for m in breach_reports} == {"exec-holt", "exec-vance"}

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from escalation_desk.starter.api import CaseListing
-from escalation_desk.starter.cli import print_listing
-
-from .conftest import run_escalate, sample_case
+from starter.api import CaseListing
+from starter.cli import print_listing
+from tests.conftest import run_escalate, sample_case
 
 
 def escalate(*args: str) -> subprocess.CompletedProcess[str]:

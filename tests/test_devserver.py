@@ -19,12 +19,10 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from escalation_desk.activities.records import MessageRow, Records, TimelineRow
-from escalation_desk.devserver import DevServer, DevServerError
-from escalation_desk.models import CaseStatus
-from escalation_desk.starter.api import CaseClient, CaseError
-
-from .conftest import (
+from activities.records import MessageRow, Records, TimelineRow
+from starter.api import CaseClient, CaseError
+from starter.devserver import DevServer, DevServerError
+from tests.conftest import (
     BIN,
     Desk,
     record_store,
@@ -34,6 +32,7 @@ from .conftest import (
     start_worker_process,
     until,
 )
+from workflows.models import CaseStatus
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.devserver]
 

@@ -27,16 +27,12 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from escalation_desk.activities.case_activities import CaseActivities
-from escalation_desk.activities.records import MessageRow, TimelineRow
-from escalation_desk.activity_models import Transition
-from escalation_desk.devserver import DevServer
-from escalation_desk.models import CaseReport, CaseStatus
-from escalation_desk.policy import BUNDLED_POLICY, Policy
-from escalation_desk.starter.api import CaseClient
-from escalation_desk.workflows.case import ACTIVITY_TIMEOUT
-
-from .conftest import (
+from activities.case_activities import CaseActivities
+from activities.policy_file import BUNDLED_POLICY
+from activities.records import MessageRow, TimelineRow
+from starter.api import CaseClient
+from starter.devserver import DevServer
+from tests.conftest import (
     POSTGRES_URL,
     Desk,
     postgres_available,
@@ -46,6 +42,10 @@ from .conftest import (
     start_worker_process,
     until,
 )
+from workflows.activity_models import Transition
+from workflows.case import ACTIVITY_TIMEOUT
+from workflows.models import CaseReport, CaseStatus
+from workflows.policy import Policy
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.devserver]
 

@@ -10,10 +10,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from escalation_desk.activities.records import Base, Records
-from escalation_desk.migrate import current, head, upgrade
-
-from .conftest import sqlite_url
+from activities.migrate import current, head, upgrade
+from activities.records import Base, Records
+from tests.conftest import sqlite_url
 
 
 async def test_upgrade_from_empty_matches_the_models(any_records: Records) -> None:

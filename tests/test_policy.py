@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from escalation_desk.policy import BUNDLED_POLICY, PolicyError, load_policy, parse_duration
+from activities.policy_file import BUNDLED_POLICY, load_policy
+from workflows.policy import PolicyError, parse_duration
 
 
 def bundled() -> str:
@@ -94,7 +95,7 @@ def test_department_without_a_tier_is_refused(tmp_path: Path) -> None:
     data = tomllib.loads(bundled())
     people = data["departments"]["logistics"]["people"]
     data["departments"]["logistics"]["people"] = [p for p in people if p["tier"] != 3]
-    from escalation_desk.policy import policy_from_dict
+    from workflows.policy import policy_from_dict
 
     with pytest.raises(PolicyError, match="departments.logistics.people: nobody at tier 3"):
         policy_from_dict(data)

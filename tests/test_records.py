@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select
 from temporalio.exceptions import ApplicationError
 
-from escalation_desk.activities.case_activities import CaseActivities
-from escalation_desk.activities.notify import MemoryNotifier
-from escalation_desk.activities.records import (
+from activities.case_activities import CaseActivities
+from activities.notify import MemoryNotifier
+from activities.records import (
     AssignmentRow,
     CaseRow,
     MessageRow,
@@ -19,16 +19,16 @@ from escalation_desk.activities.records import (
     TimelineRow,
     database_url,
 )
-from escalation_desk.activity_models import (
+from workflows import rules
+from workflows.activity_models import (
     AssignRequest,
     CaseSnapshot,
     OpenCaseRequest,
     OutboundMessage,
     Transition,
 )
-from escalation_desk.models import CaseInput, TimelineEntry
-from escalation_desk.policy import Policy
-from escalation_desk.workflows import rules
+from workflows.models import CaseInput, TimelineEntry
+from workflows.policy import Policy
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

@@ -13,8 +13,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from escalation_desk.worker import workflow_runner
-from escalation_desk.workflows.case import CONCURRENT_RECORDER, TIMER_CLOCK, EscalationCase
+from worker import workflow_runner
+from workflows.case import CONCURRENT_RECORDER, TIMER_CLOCK, EscalationCase
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 TEXTS = {path: path.read_text() for path in HISTORIES}

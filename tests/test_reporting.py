@@ -11,9 +11,8 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from escalation_desk.reporting import build_report, time_unit, write_chart
-
-from .conftest import Desk
+from starter.reporting import build_report, time_unit, write_chart
+from tests.conftest import Desk
 
 
 async def test_report_chart_and_history(
@@ -82,7 +81,7 @@ async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "escalation_desk.starter.cli",
+        "starter.cli",
         *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from escalation_desk.models import Action
-from escalation_desk.policy import Policy
-from escalation_desk.workflows import rules
+from workflows import rules
+from workflows.models import Action
+from workflows.policy import Policy
+from workflows.wording import fmt_duration
 
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 SATURDAY_NOON = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -173,7 +174,7 @@ def test_report_goes_to_executives_when_breached_or_critical(policy: Policy) -> 
 
 
 def test_fmt_duration() -> None:
-    assert rules.fmt_duration(3600) == "1h"
-    assert rules.fmt_duration(5400) == "1h 30m"
-    assert rules.fmt_duration(30 * 86400) == "30d"
-    assert rules.fmt_duration(0) == "0s"
+    assert fmt_duration(3600) == "1h"
+    assert fmt_duration(5400) == "1h 30m"
+    assert fmt_duration(30 * 86400) == "30d"
+    assert fmt_duration(0) == "0s"

@@ -1,0 +1,316 @@
+"""Side effects of a case: open it in the records, assign, record transitions, send messages.
+
+Each activity is one database transaction keyed by workflow id + run id + step, so a retry
+(after a timeout that did write, say) finds its earlier rows and writes nothing twice.
+Messages go to an outbox in the same transaction, rendered from the case's notices, and are
+delivered after it commits; a message is marked sent once delivered and never delivered again
+from the outbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.notify import Notifier
+from activities.records import AssignmentRow, CaseRow, MessageRow, Records, ReportRow, TimelineRow
+from activities.render import Renderer
+from workflows.activity_models import (
+    AssignRequest,
+    AssignResult,
+    CaseSnapshot,
+    CustomerContext,
+    OpenCaseRequest,
+    OutboundMessage,
+    Transition,
+)
+from workflows.models import TimelineEntry
+from workflows.policy import Policy
+from workflows.rules import candidates, pick_assignee
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CaseActivities:
+    def __init__(
+        self,
+        records: Records,
+        notifier: Notifier,
+        policy: Callable[[], Policy],
+        renderer: Renderer | None = None,
+    ) -> None:
+        self.records = records
+        self.notifier = notifier
+        self.policy = policy
+        self.renderer = renderer or Renderer()
+
+    @activity.defn(name="read_clock")
+    async def read_clock(self) -> None:
+        """Nothing to do: the case wants this call's recorded completion time (case.py)."""
+
+    @activity.defn(name="open_case")
+    async def open_case(self, req: OpenCaseRequest) -> CustomerContext:
+        """Create the case row (or take over an unfinished one) and read the customer's history."""
+        policy = self.policy()
+        case = req.case
+        window_start = req.opened_at - timedelta(seconds=policy.severity_raise.repeat_window)
+        async with self.records.transaction() as s:
+            row = await s.get(CaseRow, case.case_id)
+            if row is not None and row.closed_at is not None and row.run_id != req.run_id:
+                raise ApplicationError(
+                    f"case_id: case {case.case_id} was closed at {row.closed_at.isoformat()}; "
+                    "open a new case id instead",
+                    type="CaseClosed",
+                    non_retryable=True,
+                )
+            if row is None:
+                s.add(
+                    CaseRow(
+                        case_id=case.case_id,
+                        workflow_id=req.workflow_id,
+                        run_id=req.run_id,
+                        step=0,
+                        customer_id=case.customer.id,
+                        customer_name=case.customer.name,
+                        subject=case.subject,
+                        category=case.category,
+                        channel=case.channel,
+                        severity=case.severity,
+                        reported_severity=case.severity,
+                        stage="identify",
+                        sla_breached=False,
+                        opened_at=req.opened_at,
+                        policy_version=policy.version,
+                    )
+                )
+            elif row.run_id != req.run_id:
+                row.run_id, row.step, row.stage = req.run_id, 0, "identify"
+            others = CaseRow.customer_id == case.customer.id, CaseRow.case_id != case.case_id
+            recent = (
+                await s.scalars(
+                    select(CaseRow.case_id)
+                    .where(*others, CaseRow.opened_at >= window_start)
+                    .order_by(CaseRow.opened_at.desc())
+                    .limit(50)
+                )
+            ).all()
+            open_count = await s.scalar(
+                select(func.count())
+                .select_from(CaseRow)
+                .where(*others, CaseRow.closed_at.is_(None))
+            )
+        return CustomerContext(
+            policy=policy,
+            recent_cases=len(recent),
+            open_cases=int(open_count or 0),
+            recent_case_ids=list(recent),
+        )
+
+    @activity.defn(name="assign_case")
+    async def assign_case(self, req: AssignRequest) -> AssignResult:
+        """Pick the least-loaded candidate (round-robin on ties), record it and tell them."""
+        t = req.transition
+        snap = t.snapshot
+        eligible = candidates(req.people, req.skill, req.timezone, _now(), req.exclude)
+        if not eligible:
+            raise ApplicationError(
+                f"nobody works tier {snap.tier} of {snap.department}", type="NoCandidates"
+            )
+        async with self.records.transaction() as s:
+            earlier = await s.scalar(select(AssignmentRow).where(AssignmentRow.key == t.key))
+            if earlier is None:
+                ids = [c.id for c in eligible]
+                load_rows = await s.execute(
+                    select(CaseRow.assignee, func.count())
+                    .where(CaseRow.assignee.in_(ids), CaseRow.closed_at.is_(None))
+                    .where(CaseRow.case_id != snap.case_id)
+                    .group_by(CaseRow.assignee)
+                )
+                loads: dict[str, int] = {str(who): int(n) for who, n in load_rows}
+                last_rows = await s.execute(
+                    select(AssignmentRow.person_id, func.max(AssignmentRow.assigned_at))
+                    .where(AssignmentRow.person_id.in_(ids))
+                    .group_by(AssignmentRow.person_id)
+                )
+                last: dict[str, datetime] = {who: at for who, at in last_rows if at is not None}
+                chosen = pick_assignee(ids, loads, last)
+                earlier = AssignmentRow(
+                    key=t.key,
+                    case_id=snap.case_id,
+                    person_id=chosen,
+                    tier=snap.tier or 0,
+                    department=snap.department or "",
+                    open_load=loads.get(chosen, 0),
+                    assigned_at=_now(),
+                )
+                s.add(earlier)
+            person = next(c for c in req.people if c.id == earlier.person_id)
+            entry = TimelineEntry(
+                seq=req.assigned_seq,
+                at=earlier.assigned_at,
+                what="assigned",
+                by=None,
+                tier=snap.tier,
+                details=(
+                    f"{person.name} ({person.id}), {req.tier_name}, {req.department_name}; "
+                    f"{earlier.open_load} other open cases"
+                ),
+            )
+            snap = snap.model_copy(update={"assignee": person.id, "stage": "resolve"})
+            notice = OutboundMessage(
+                key=f"{t.key}:assigned",
+                channel="internal",
+                recipient=person.id,
+                address=person.email,
+                template="assigned",
+                facts={
+                    "person": person.id,
+                    "tier_name": req.tier_name,
+                    "department_name": req.department_name,
+                },
+            )
+            await self._write(s, snap, [*t.timeline, entry], [*t.messages, notice], t)
+            pending = await self._undelivered(s, snap.case_id)
+        await self._deliver(pending)
+        return AssignResult(assignee=person.id, entry=entry)
+
+    @activity.defn(name="record_transition")
+    async def record_transition(self, t: Transition) -> None:
+        """Write the case's new state, timeline lines and outbox in one transaction; deliver."""
+        async with self.records.transaction() as s:
+            await self._write(s, t.snapshot, t.timeline, t.messages, t)
+            pending = await self._undelivered(s, t.snapshot.case_id)
+        await self._deliver(pending)
+
+    async def _write(
+        self,
+        s: AsyncSession,
+        snap: CaseSnapshot,
+        timeline: Sequence[TimelineEntry],
+        messages: Sequence[OutboundMessage],
+        t: Transition,
+    ) -> None:
+        # The snapshot only moves forward: a late retry of an older step changes nothing.
+        await s.execute(
+            update(CaseRow)
+            .where(CaseRow.case_id == snap.case_id, CaseRow.step < snap.step)
+            .values(
+                run_id=snap.run_id,
+                step=snap.step,
+                severity=snap.severity,
+                stage=snap.stage,
+                tier=snap.tier,
+                department=snap.department,
+                assignee=snap.assignee,
+                sla_breached=snap.sla_breached,
+                closed_at=snap.closed_at,
+                outcome=snap.outcome,
+                ack_by=snap.ack_by,
+                resolve_by=snap.resolve_by,
+            )
+        )
+        now = _now()
+        messages = [self.renderer.render(m, snap) for m in messages]
+        rows: list[dict[str, object]] = [
+            {
+                "key": f"{snap.workflow_id}:{snap.run_id}:t{e.seq}",
+                "case_id": snap.case_id,
+                "seq": e.seq,
+                "at": e.at,
+                "what": e.what,
+                "by": e.by,
+                "tier": e.tier,
+                "details": e.details,
+            }
+            for e in timeline
+        ]
+        await self._insert_new(s, TimelineRow, rows)
+        await self._insert_new(
+            s,
+            MessageRow,
+            [
+                {
+                    "key": m.key,
+                    "case_id": snap.case_id,
+                    "channel": m.channel,
+                    "recipient": m.recipient,
+                    "address": m.address,
+                    "subject": m.subject[:300],
+                    "body": m.body,
+                    "created_at": now,
+                    "sent_at": None,
+                }
+                for m in messages
+            ],
+        )
+        if t.report is not None:
+            r = t.report
+            await self._insert_new(
+                s,
+                ReportRow,
+                [
+                    {
+                        "key": t.key,
+                        "case_id": r.case_id,
+                        "outcome": r.outcome,
+                        "severity": r.severity,
+                        "department": r.department,
+                        "sla_breached": r.sla_breached,
+                        "duration_seconds": r.duration_seconds,
+                        "created_at": now,
+                        "body": r.model_dump(mode="json"),
+                    }
+                ],
+            )
+
+    @staticmethod
+    async def _insert_new(s: AsyncSession, table: type, rows: list[dict[str, object]]) -> None:
+        """Insert rows whose key is not there yet (ON CONFLICT DO NOTHING on both backends)."""
+        if not rows:
+            return
+        dialect = s.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=["key"])
+        await s.execute(stmt)
+
+    @staticmethod
+    async def _undelivered(s: AsyncSession, case_id: str) -> list[MessageRow]:
+        rows = await s.scalars(
+            select(MessageRow)
+            .where(MessageRow.case_id == case_id, MessageRow.sent_at.is_(None))
+            .order_by(MessageRow.id)
+        )
+        return list(rows.all())
+
+    async def _deliver(self, pending: list[MessageRow]) -> None:
+        """Send the case's undelivered messages (read in the write that queued them), then
+        mark them sent in one write. A crash between the two re-sends at most that batch on
+        the retry; the outbox rows themselves are never duplicated."""
+        if not pending:
+            return
+        for row in pending:
+            await self.notifier.send(
+                OutboundMessage(
+                    key=row.key,
+                    channel=row.channel,
+                    recipient=row.recipient,
+                    address=row.address,
+                    subject=row.subject,
+                    body=row.body,
+                )
+            )
+        async with self.records.transaction() as s:
+            await s.execute(
+                update(MessageRow)
+                .where(MessageRow.id.in_([row.id for row in pending]), MessageRow.sent_at.is_(None))
+                .values(sent_at=_now())
+            )

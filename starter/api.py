@@ -1,0 +1,249 @@
+"""The Python API backends, operators and supervisors use to talk to cases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from starter.config import Settings, connect
+from workflows import search_attributes as sa
+from workflows.messages import MESSAGES
+from workflows.models import (
+    WORKFLOW_TYPE,
+    CaseInput,
+    CaseReport,
+    CaseStatus,
+    MessageResult,
+    describe_validation_error,
+    workflow_id_for,
+)
+
+
+class CaseError(Exception):
+    """A request the desk refused; the message says why (and names the field).
+
+    `retryable` marks a transient failure (the server was busy or unreachable): sending the
+    same message again, with the same update id, is safe.
+    """
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+TRANSIENT = {
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def is_transient(err: RPCError) -> bool:
+    """Busy or unreachable server, broken connection: worth the same call again."""
+    text = err.message.lower()
+    return err.status in TRANSIENT or "timeout expired" in text or "h2 protocol error" in text
+
+
+def _rpc_error(case_id: str, err: RPCError) -> CaseError:
+    return CaseError(f"case {case_id}: {err.message}", retryable=is_transient(err))
+
+
+@dataclass(frozen=True)
+class OpenedCase:
+    case_id: str
+    workflow_id: str
+    run_id: str | None
+    created: bool
+
+
+@dataclass(frozen=True)
+class CaseListing:
+    case_id: str
+    workflow_id: str
+    status: str
+    stage: str | None
+    tier: int | None
+    severity: str | None
+    department: str | None
+    assignee: str | None
+    customer_id: str | None
+    sla_breached: bool | None
+    sla_deadline: datetime | None
+    started: datetime | None
+
+
+def validate_case(data: CaseInput | dict[str, Any]) -> CaseInput:
+    if isinstance(data, CaseInput):
+        return data
+    try:
+        return CaseInput.model_validate(data)
+    except ValidationError as err:
+        raise CaseError(f"invalid case: {describe_validation_error(err)}") from None
+
+
+def validate_message(name: str, payload: dict[str, Any]) -> Any:
+    message = MESSAGES.get(name)
+    if message is None:
+        raise CaseError(f"unknown message {name!r} (one of {', '.join(MESSAGES)})")
+    try:
+        return message.parse(payload)
+    except ValidationError as err:
+        raise CaseError(f"invalid {name}: {describe_validation_error(err)}") from None
+
+
+def static_summary(case: CaseInput) -> str:
+    vip = " · VIP" if case.customer.vip else ""
+    return (
+        f"{case.case_id} · {case.severity} · {case.category} · {case.customer.name}{vip}: "
+        f"{case.subject}"
+    )[:400]
+
+
+def static_details(case: CaseInput) -> str:
+    lines = [
+        f"**Customer:** {case.customer.name} ({case.customer.id}, {case.customer.email})"
+        + (" — VIP" if case.customer.vip else ""),
+        f"**Reported severity:** {case.severity}",
+        f"**Category:** {case.category} · **Channel:** {case.channel} · "
+        f"**Opened by:** {case.opened_by}",
+    ]
+    if case.requested_action:
+        a = case.requested_action
+        lines.append(f"**Requested:** {a.kind} {a.amount:.2f} {a.currency}")
+    if case.description:
+        lines.append(case.description[:1500])
+    return "\n\n".join(lines)
+
+
+class CaseClient:
+    def __init__(self, client: Client, task_queue: str = "escalations") -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    @classmethod
+    async def connect(cls, settings: Settings | None = None) -> CaseClient:
+        s = settings or Settings()
+        return cls(await connect(s), s.task_queue)
+
+    def handle(self, case_id: str) -> WorkflowHandle[Any, Any]:
+        return self.client.get_workflow_handle(workflow_id_for(case_id))
+
+    async def open(self, data: CaseInput | dict[str, Any]) -> OpenedCase:
+        """Open a case once: an open case is returned as it is, a closed id is refused."""
+        case = validate_case(data)
+        wid = workflow_id_for(case.case_id)
+        try:
+            handle = await self.client.start_workflow(
+                WORKFLOW_TYPE,
+                case,
+                id=wid,
+                task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(sa.CASE_ID, case.case_id),
+                        SearchAttributePair(sa.CUSTOMER_ID, case.customer.id),
+                        SearchAttributePair(sa.CASE_STAGE, "identify"),
+                        SearchAttributePair(sa.CASE_SEVERITY, case.severity),
+                        SearchAttributePair(sa.SLA_BREACHED, False),
+                    ]
+                ),
+                static_summary=static_summary(case),
+                static_details=static_details(case),
+            )
+            return OpenedCase(case.case_id, wid, handle.result_run_id, created=True)
+        except WorkflowAlreadyStartedError:
+            desc = await self.client.workflow_service.describe_workflow_execution(
+                DescribeWorkflowExecutionRequest(
+                    namespace=self.client.namespace, execution=WorkflowExecution(workflow_id=wid)
+                )
+            )
+            info = desc.workflow_execution_info
+            status = WorkflowExecutionStatus(info.status)
+            if status == WorkflowExecutionStatus.RUNNING:
+                return OpenedCase(case.case_id, wid, info.execution.run_id, created=False)
+            raise CaseError(
+                f"case_id: case {case.case_id} is already closed ({status.name.lower()}); "
+                "open a new case id instead"
+            ) from None
+
+    async def status(self, case_id: str) -> CaseStatus:
+        try:
+            return await self.handle(case_id).query("status", result_type=CaseStatus)
+        except RPCError as err:
+            raise _rpc_error(case_id, err) from None
+
+    async def send(
+        self,
+        case_id: str,
+        name: str,
+        payload: dict[str, Any],
+        as_signal: bool = False,
+        update_id: str | None = None,
+    ) -> MessageResult | None:
+        """Send a message as a validated Update (default) or a fire-and-forget Signal.
+
+        Give `update_id` to make a retry safe: the server runs one update per id and
+        answers a repeat with the first one's result.
+        """
+        msg = validate_message(name, payload)
+        handle = self.handle(case_id)
+        try:
+            if as_signal:
+                await handle.signal(name, msg)
+                return None
+            return await handle.execute_update(name, msg, id=update_id, result_type=MessageResult)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            while cause is not None and not isinstance(cause, ApplicationError):
+                cause = cause.__cause__  # type: ignore[assignment]
+            raise CaseError(f"{name} refused: {cause.message if cause else err}") from None
+        except RPCError as err:
+            raise _rpc_error(case_id, err) from None
+
+    async def report(self, case_id: str) -> CaseReport:
+        handle = self.client.get_workflow_handle(workflow_id_for(case_id), result_type=CaseReport)
+        return await handle.result()
+
+    async def list(self, query: str = "", limit: int = 100) -> list[CaseListing]:
+        q = f"WorkflowType = '{WORKFLOW_TYPE}'" + (f" AND ({query})" if query else "")
+        found = []
+        async for wf in self.client.list_workflows(q, limit=limit):
+            attrs = wf.typed_search_attributes
+            found.append(
+                CaseListing(
+                    case_id=attrs.get(sa.CASE_ID) or wf.id.removeprefix("case-"),
+                    workflow_id=wf.id,
+                    status=wf.status.name.lower() if wf.status else "unknown",
+                    stage=attrs.get(sa.CASE_STAGE),
+                    tier=attrs.get(sa.CASE_TIER),
+                    severity=attrs.get(sa.CASE_SEVERITY),
+                    department=attrs.get(sa.CASE_DEPARTMENT),
+                    assignee=attrs.get(sa.CASE_ASSIGNEE),
+                    customer_id=attrs.get(sa.CUSTOMER_ID),
+                    sla_breached=attrs.get(sa.SLA_BREACHED),
+                    sla_deadline=attrs.get(sa.SLA_DEADLINE),
+                    started=wf.start_time,
+                )
+            )
+        return found

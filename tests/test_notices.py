@@ -1,0 +1,132 @@
+"""Every notice a case sends, rendered from the facts the pure core gives it, against the
+snapshots in tests/snapshots/notices (UPDATE_SNAPSHOTS=1 writes them anew: read the diff)."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from activities.render import BUNDLED_TEMPLATES, Renderer
+from workflows import decisions, evolve, projections
+from workflows.activity_models import OutboundMessage
+from workflows.events import (
+    Acknowledged,
+    ApprovalDecided,
+    ApprovalRequested,
+    CustomerAskedAtTop,
+    CustomerReplied,
+    CustomerUpdated,
+    Escalated,
+    HardCapReached,
+    Resolved,
+    SlaBreached,
+    SlaWarned,
+    Transferred,
+    WaitingForCustomer,
+)
+from workflows.models import Action
+from workflows.state import CaseState, Clock
+
+from .core_cases import ASSIGNEE, T0, assigned, identified, with_events
+
+SNAPSHOTS = Path(__file__).parent / "snapshots" / "notices"
+LATER = T0 + timedelta(minutes=10)
+
+
+def rendered(state: CaseState, messages: list[OutboundMessage]) -> list[OutboundMessage]:
+    renderer = Renderer()
+    snap = projections.snapshot(state, "case-M-1", "run", 1, closing=False)
+    return [renderer.render(m, snap) for m in messages]
+
+
+def everything_a_case_sends() -> list[OutboundMessage]:
+    """One case through every path that sends something (and a second to the hard cap)."""
+    refund = Action(kind="refund", amount=250, currency="USD")
+    s = assigned(identified())
+    deadline = s.clocks.ack_by if s.clocks else T0
+    with_events(
+        s,
+        SlaWarned(Clock.ACK, deadline),
+        Acknowledged(ASSIGNEE),
+        ApprovalRequested(ASSIGNEE, refund, ["sup-lee", "exec-holt"], ["sup-lee"], LATER),
+        ApprovalDecided("approved", "sup-lee", "approved under policy 7"),
+        WaitingForCustomer(ASSIGNEE, "Which card was charged twice?"),
+        CustomerReplied("The Visa ending 4242"),
+        CustomerUpdated(),
+        Transferred(ASSIGNEE, "technical", "the charge came from an API retry"),
+    )
+    assigned(s, "tech-raj")
+    with_events(s, Escalated("tech-raj", "needs the platform lead"))
+    assigned(s, "sup-ito")
+    with_events(s, Escalated(None, "ack SLA breached at tier 3", automatic=True))
+    assigned(s, "exec-holt")
+    with_events(
+        s,
+        CustomerAskedAtTop("Fourth call this week"),
+        SlaBreached(Clock.ACK, LATER, top_tier=True),
+        Resolved("exec-holt", "Refunded the duplicate charge"),
+    )
+    evolve.apply(s, decisions.report_up(s), LATER)
+    capped = assigned(identified(case_id="M-2"))
+    with_events(capped, HardCapReached())
+    evolve.apply(capped, decisions.report_up(capped), T0 + timedelta(days=30))
+    assign = OutboundMessage(
+        key="k",
+        channel="internal",
+        recipient="bill-ana",
+        address="ana.ruiz@desk.example",
+        template="assigned",
+        facts={"person": "bill-ana", "tier_name": "Specialists", "department_name": "Billing"},
+    )
+    return [*rendered(s, [*s.outbox, assign]), *rendered(capped, capped.outbox)]
+
+
+SENT = everything_a_case_sends()
+TEMPLATES = sorted(
+    p.name.removesuffix(".subject.txt") for p in BUNDLED_TEMPLATES.glob("*.subject.txt")
+)
+
+
+def test_every_template_is_sent_and_every_notice_has_a_template() -> None:
+    assert {m.template for m in SENT} == set(TEMPLATES)
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_notice_renders_as_its_snapshot(template: str) -> None:
+    message = next(m for m in SENT if m.template == template)
+    text = f"To: {message.recipient} <{message.address}> ({message.channel})\n"
+    text += f"Subject: {message.subject}\n\n{message.body}\n"
+    path = SNAPSHOTS / f"{template}.txt"
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def test_customer_messages_carry_no_internal_names_or_notes() -> None:
+    staff = {"bill-ana", "sup-lee", "exec-holt", "tech-raj", "sup-ito", "policy 7"}
+    for message in SENT:
+        if message.channel == "customer":
+            assert message.body.startswith("Dear Ada Lopez,\n\n")
+            assert message.body.endswith("Case reference: M-1") or "M-2" in message.body
+            assert not any(word in message.body for word in staff), message.body
+
+
+def test_a_message_queued_as_text_before_notices_is_kept_as_it_came() -> None:
+    old = OutboundMessage(
+        key="k", channel="customer", recipient="c", address="c@x.example", subject="S", body="B"
+    )
+    assert rendered(identified(), [old]) == [old]
+
+
+def test_an_organisation_overrides_a_template(tmp_path: Path) -> None:
+    (tmp_path / "acknowledged.subject.txt").write_text("We are on it: {{ case.case_id }}\n")
+    message = next(m for m in SENT if m.template == "acknowledged")
+    state = identified()
+    snap = projections.snapshot(state, "case-M-1", "run", 1, closing=False)
+    again = Renderer(tmp_path).render(message.model_copy(update={"subject": ""}), snap)
+    assert again.subject == "We are on it: M-1"
+    assert again.body == message.body  # the body still comes from the bundled template

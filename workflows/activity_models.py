@@ -1,0 +1,97 @@
+"""Inputs and results of the activities: the boundary between decisions and side effects."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from workflows.models import CaseInput, CaseReport, Severity, Stage, TimelineEntry, UtcDatetime
+from workflows.policy import Person, Policy
+
+
+class OutboundMessage(BaseModel):
+    """One notification or customer update; `key` makes its delivery once-only.
+
+    A case queues a notice: a `template` and the `facts` it needs; the activity renders it
+    into `subject` and `body` before it keeps it in the outbox. (Cases started before
+    notices queued the text itself, with no template: it is kept as it came.)
+    """
+
+    key: str
+    channel: Literal["internal", "customer"]
+    recipient: str
+    address: str
+    template: str | None = None
+    facts: dict[str, Any] = {}
+    subject: str = ""
+    body: str = ""
+
+
+class CaseSnapshot(BaseModel):
+    """The case row as the records keep it; `step` orders writes so a retry never rolls back."""
+
+    case_id: str
+    workflow_id: str
+    run_id: str
+    step: int
+    customer_id: str
+    customer_name: str
+    subject: str
+    category: str
+    channel: str
+    severity: Severity
+    reported_severity: Severity
+    stage: Stage
+    tier: int | None
+    department: str | None
+    assignee: str | None
+    sla_breached: bool
+    opened_at: UtcDatetime
+    closed_at: UtcDatetime | None = None
+    outcome: str | None = None
+    ack_by: UtcDatetime | None = None
+    resolve_by: UtcDatetime | None = None
+    policy_version: str
+
+
+class OpenCaseRequest(BaseModel):
+    case: CaseInput
+    workflow_id: str
+    run_id: str
+    opened_at: UtcDatetime
+
+
+class CustomerContext(BaseModel):
+    """What identify needs: the policy this case will keep and the customer's history."""
+
+    policy: Policy
+    recent_cases: int
+    open_cases: int
+    recent_case_ids: list[str]
+
+
+class Transition(BaseModel):
+    key: str
+    snapshot: CaseSnapshot
+    timeline: list[TimelineEntry]
+    messages: list[OutboundMessage]
+    report: CaseReport | None = None
+
+
+class AssignRequest(BaseModel):
+    """Pick the least-loaded candidate, record it and tell them, in one step."""
+
+    transition: Transition
+    people: list[Person]
+    skill: str | None
+    exclude: list[str]
+    timezone: str
+    assigned_seq: int
+    tier_name: str
+    department_name: str
+
+
+class AssignResult(BaseModel):
+    assignee: str
+    entry: TimelineEntry

@@ -1,0 +1,441 @@
+"""The EscalationCase workflow: the Temporal shell around the pure case core.
+
+The core (state, decisions, evolve, projections) decides everything; this shell runs the
+clock loop, calls the activities that record and deliver, and registers one Update (with its
+validator) and one Signal per message of the registry. Message handlers only change state;
+the loop and the recorder do every side effect, so each transition is recorded once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from workflows import decisions, evolve, projections, rules
+    from workflows import search_attributes as sa
+    from workflows.activity_models import (
+        AssignRequest,
+        AssignResult,
+        CustomerContext,
+        OpenCaseRequest,
+        Transition,
+    )
+    from workflows.events import Assigned, AssignmentStarted, Event
+    from workflows.messages import MESSAGES
+    from workflows.models import (
+        WORKFLOW_TYPE,
+        CaseInput,
+        CaseReport,
+        CaseStatus,
+        MessageResult,
+        Stage,
+        Strict,
+        describe_validation_error,
+        parse_json_object,
+        workflow_id_for,
+    )
+    from workflows.policy import shared
+    from workflows.state import CaseState, Due, DueKind, Opening
+
+# workflow.patched ids: each marks a change to the command sequence of running cases.
+CONCURRENT_RECORDER = "concurrent-recorder"
+# A fired SLA timer reads the clock through a local activity: its recorded completion time
+# is the case's time from then on, in the run and in every replay of it
+TIMER_CLOCK = "timer-clock"
+# A warning that comes due with its deadline already passed says nothing: the breach does
+NO_LATE_WARNING = "no-late-warning"
+
+ACTIVITY_TIMEOUT = timedelta(seconds=10)
+ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=["CaseClosed", "NoCandidates"],
+)
+
+
+class Rejected(ApplicationError):
+    """A message refused by validation: reaches an Update's caller, never fails the case."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type="MessageRejected", non_retryable=True)
+
+
+class EscalationCase:
+    def __init__(self) -> None:
+        self._opening = Opening()
+        self._state: CaseState | None = None  # from identify on
+        self._step = 0  # transitions taken for the records
+        self._mutations = 0  # messages applied or noted
+        self._settled = 0  # of those, how many the records have
+        self._sa_sent: dict[str, Any] = {}
+        self._recording = False
+        self._recorder_stop = False
+        self._reads_clock = False
+
+    @property
+    def _case(self) -> CaseState:
+        assert self._state is not None
+        return self._state
+
+    def _stage(self) -> Stage:
+        return self._state.stage if self._state else "identify"
+
+    # --- run ----------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, raw: Any) -> CaseReport:
+        case = self._validated_input(raw)
+        now = workflow.now()
+        evolve.open_case(self._opening, case, now)
+        self._set_details()
+        await self._open_and_identify(case, now)
+        self._upsert_search_attributes()
+        if workflow.patched(CONCURRENT_RECORDER):
+            await self._run_clocks_with_recorder()
+        else:
+            await self._run_clocks_then_record()
+        self._enter_stage("report_up")
+        report = await self._report_up()
+        self._enter_stage("closed")
+        self._settled = self._mutations
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return report
+
+    def _validated_input(self, raw: Any) -> CaseInput:
+        try:
+            case = parse_json_object(raw, CaseInput)
+        except ValidationError as err:
+            raise ApplicationError(
+                f"invalid case input: {describe_validation_error(err)}",
+                type="InvalidCaseInput",
+                non_retryable=True,
+            ) from None
+        assert isinstance(case, CaseInput)
+        expected = workflow_id_for(case.case_id)
+        if workflow.info().workflow_id != expected:
+            raise ApplicationError(
+                f"case_id: workflow id must be {expected!r} for case {case.case_id}",
+                type="InvalidCaseInput",
+                non_retryable=True,
+            )
+        return case
+
+    async def _open_and_identify(self, case: CaseInput, now: datetime) -> None:
+        """Its own frame, so the activity result (a full policy copy) is not kept alive by
+        `run` for the life of the case; the case keeps the shared policy instance."""
+        info = workflow.info()
+        ctx: CustomerContext = await workflow.execute_activity(
+            "open_case",
+            OpenCaseRequest(
+                case=case, workflow_id=info.workflow_id, run_id=info.run_id, opened_at=now
+            ),
+            result_type=CustomerContext,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+            summary=f"Open {case.case_id}: load policy and customer history",
+        )
+        prefix = f"{info.workflow_id}:{info.run_id}"
+        policy = shared(ctx.policy)
+        self._state = evolve.identify(self._opening, ctx, policy, prefix, workflow.now())
+
+    def _enter_stage(self, stage: Stage) -> None:
+        self._case.stage = stage
+        self._upsert_search_attributes()
+        self._set_details()
+
+    # --- the clocks -----------------------------------------------------------------------
+
+    async def _run_clocks_with_recorder(self) -> None:
+        """The clocks never wait on the records: a recorder task writes transitions in order
+        while this loop keeps the SLA timers, so a database outage delays the records, not
+        an escalation. Assignment and report-up wait for the recorder, then carry what is
+        still unrecorded in their own activity."""
+        s = self._case
+        recorder = asyncio.create_task(self._recorder())
+        while True:
+            if s.needs_assign:
+                await workflow.wait_condition(lambda: not self._recording)
+                await self._assign()
+            if s.finish is not None:
+                break
+            due = decisions.next_due(s)
+            seen = self._mutations
+            wait = (due.at - workflow.now()).total_seconds()
+            if wait > 0:
+                try:
+                    await workflow.wait_condition(
+                        self._changed_since(seen), timeout=wait, timeout_summary=due.label
+                    )
+                    continue
+                except TimeoutError:
+                    if workflow.patched(TIMER_CLOCK):
+                        # no patch check after the read: its marker would come a task later
+                        self._reads_clock = True
+                        await self._read_clock(due.label)
+                        continue  # decide again at the time just read: something may be due
+            self._fire(due)
+        await workflow.wait_condition(lambda: not self._recording)
+        self._recorder_stop = True
+        await recorder
+
+    def _changed_since(self, seen: int) -> Callable[[], bool]:
+        """Wake the clock loop when a message changed the case (its next deadline may too)."""
+        s = self._case
+        return lambda: bool(s.needs_assign or s.finish or self._mutations != seen)
+
+    async def _recorder(self) -> None:
+        s = self._case
+        while True:
+            await workflow.wait_condition(
+                lambda: (
+                    self._recorder_stop
+                    or bool((s.unrecorded or s.outbox) and not s.needs_assign and s.finish is None)
+                )
+            )
+            if self._recorder_stop:
+                return
+            self._recording = True
+            try:
+                await self._record(projections.record_summary(s))
+            finally:
+                self._recording = False
+
+    async def _run_clocks_then_record(self) -> None:
+        """Cases started before the recorder: each record is written before the next timer
+        (kept so those cases replay exactly as they ran)."""
+        s = self._case
+        while True:
+            if s.needs_assign:
+                await self._assign()
+            if s.finish is not None:
+                return
+            if s.unrecorded or s.outbox:
+                await self._record(projections.record_summary(s))
+                continue
+            due = decisions.next_due(s)
+            has_work: Callable[[], bool] = lambda: bool(  # noqa: E731
+                s.needs_assign or s.unrecorded or s.outbox or s.finish
+            )
+            wait = (due.at - workflow.now()).total_seconds()
+            if wait > 0:
+                try:
+                    await workflow.wait_condition(has_work, timeout=wait, timeout_summary=due.label)
+                    continue
+                except TimeoutError:
+                    pass
+            self._fire(due)
+
+    def _fire(self, due: Due) -> None:
+        s, now = self._case, workflow.now()
+        quiet = self._reads_clock
+        late = due.clock is not None and decisions.sla_deadline(s, due.clock) <= now
+        if due.kind is DueKind.WARNING and late and not quiet:
+            quiet = workflow.patched(NO_LATE_WARNING)
+        breached = s.sla_breached
+        for event in decisions.on_due(s, due, now, quiet):
+            evolve.apply(s, event, now)
+        if s.sla_breached != breached:  # operators see a top-tier breach at once
+            self._upsert_search_attributes()
+
+    async def _read_clock(self, label: str) -> None:
+        """The task that delivers a fired timer can carry the previous task's time (seen once
+        after a server restart: a breach due 15 s ago looked 30 s away, and the server's
+        history, with the real time, no longer replayed). A local activity's completion time
+        becomes the workflow's time and is recorded in its marker, so what the case decides
+        next is right now and the same on replay."""
+        await workflow.execute_local_activity(
+            "read_clock",
+            start_to_close_timeout=timedelta(seconds=10),
+            summary=f"Read the clock: {label}",
+        )
+
+    # --- activities -----------------------------------------------------------------------
+
+    async def _assign(self) -> None:
+        s = self._case
+        policy = s.policy
+        evolve.apply(s, AssignmentStarted(), workflow.now())
+        self._upsert_search_attributes()
+        self._set_details()
+        mark = self._mutations
+        dept_name = policy.departments[s.department].name
+        result: AssignResult = await workflow.execute_activity(
+            "assign_case",
+            AssignRequest(
+                transition=self._take_transition(),
+                people=rules.people_at(policy, s.department, s.tier),
+                skill=s.skill,
+                exclude=s.exclude,
+                timezone=policy.timezone,
+                assigned_seq=len(s.timeline),  # the line AssignmentStarted reserved
+                tier_name=rules.tier_policy(policy, s.tier).name,
+                department_name=dept_name,
+            ),
+            result_type=AssignResult,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+            summary=f"Assign tier {s.tier} {dept_name} and notify",
+        )
+        evolve.apply(s, Assigned(result.assignee, result.entry), workflow.now())
+        self._settled = max(self._settled, mark)
+        self._upsert_search_attributes()
+        self._set_details()
+
+    async def _record(self, summary: str) -> None:
+        mark = self._mutations
+        await workflow.execute_activity(
+            "record_transition",
+            self._take_transition(),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+            summary=summary,
+        )
+        self._settled = max(self._settled, mark)
+        self._upsert_search_attributes()
+        self._set_details()
+
+    async def _report_up(self) -> CaseReport:
+        s, now = self._case, workflow.now()
+        reported = decisions.report_up(s)
+        evolve.apply(s, reported, now)
+        transition = self._take_transition(closing=True)
+        transition.report = report = projections.report(s, now)
+        await workflow.execute_activity(
+            "record_transition",
+            transition,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+            summary=f"Report {s.case.case_id} up to {', '.join(reported.recipients)}; "
+            "tell the customer",
+        )
+        return report
+
+    def _take_transition(self, closing: bool = False) -> Transition:
+        self._step += 1
+        info, s = workflow.info(), self._case
+        timeline, messages = evolve.take_records(s)
+        return Transition(
+            key=f"{info.workflow_id}:{info.run_id}:s{self._step}",
+            snapshot=projections.snapshot(s, info.workflow_id, info.run_id, self._step, closing),
+            timeline=timeline,
+            messages=messages,
+        )
+
+    # --- messages -------------------------------------------------------------------------
+
+    def _parse(self, name: str, payload: Any) -> Strict:
+        try:
+            return MESSAGES[name].parse(payload)
+        except ValidationError as err:
+            raise Rejected(f"invalid {name}: {describe_validation_error(err)}") from None
+
+    def _decide(self, name: str, msg: Strict) -> list[Event]:
+        decision = decisions.decide(self._state, name, msg, workflow.now())
+        if isinstance(decision, decisions.Refused):
+            raise Rejected(decision.reason)
+        return decision
+
+    def _validate(self, name: str, payload: Any) -> None:
+        """The Update's validator: the same decision as the handler's, result dropped; a
+        refusal leaves no trace in history."""
+        self._decide(name, self._parse(name, payload))
+
+    async def _on_update(self, name: str, payload: Any) -> MessageResult:
+        events = self._decide(name, self._parse(name, payload))  # the state may have moved on
+        s = self._case
+        self._apply(events)
+        text = decisions.accepted(events, s)
+        target = self._mutations
+        await workflow.wait_condition(lambda: self._settled >= target)
+        return MessageResult(
+            accepted=True, message=text, stage=s.stage, tier=s.tier, assignee=s.assignee
+        )
+
+    def _on_signal(self, name: str, payload: Any) -> None:
+        """Fire-and-forget: an invalid signal is noted in the timeline and otherwise ignored."""
+        try:
+            msg = MESSAGES[name].parse(payload)
+        except ValidationError as err:
+            self._ignore(name, describe_validation_error(err))
+            return
+        decision = decisions.decide(self._state, name, msg, workflow.now())
+        if isinstance(decision, decisions.Refused):
+            if self._stage() != "closed":
+                self._ignore(name, decision.reason)
+            return
+        self._apply(decision)
+
+    def _ignore(self, name: str, reason: str) -> None:
+        self._mutations += 1
+        evolve.ignore(self._state or self._opening, name, reason, workflow.now())
+
+    def _apply(self, events: list[Event]) -> None:
+        self._mutations += 1
+        now = workflow.now()
+        for event in events:
+            evolve.apply(self._case, event, now)
+
+    # --- what operators see ---------------------------------------------------------------
+
+    @workflow.query(name="status")
+    def status(self) -> CaseStatus:
+        case_id = workflow.info().workflow_id.removeprefix("case-")
+        return projections.status(self._state, self._opening, case_id)
+
+    def _upsert_search_attributes(self) -> None:
+        """Send only the attributes whose values changed since the last upsert."""
+        if self._state is None:
+            return
+        keys = {k.name: k for k in sa.ALL}
+        updates = []
+        for name, value in projections.search_attributes(self._state).items():
+            if name in self._sa_sent and self._sa_sent[name] == value:
+                continue
+            if value is None and name not in self._sa_sent:
+                continue
+            self._sa_sent[name] = value
+            key = keys[name]
+            updates.append(key.value_unset() if value is None else key.value_set(value))
+        if updates:
+            workflow.upsert_search_attributes(updates)
+
+    def _set_details(self) -> None:
+        workflow.set_current_details(projections.details(self._state))
+
+
+def _message_handlers(name: str) -> tuple[Any, Any]:
+    """One message's Update (with its validator) and Signal, both taking the raw payload so
+    a malformed one is refused naming the field, not dropped by the SDK's decoder."""
+
+    async def on_update(self: EscalationCase, payload: Any = None) -> MessageResult:
+        return await self._on_update(name, payload)
+
+    def validate(self: EscalationCase, payload: Any = None) -> None:
+        self._validate(name, payload)
+
+    def on_signal(self: EscalationCase, payload: Any = None) -> None:
+        self._on_signal(name, payload)
+
+    on_update.__name__ = on_update.__qualname__ = name
+    validate.__name__ = validate.__qualname__ = f"validate_{name}"
+    on_signal.__name__ = on_signal.__qualname__ = f"{name}_signal"
+    update = workflow.update(name=name)(on_update)
+    update.validator(validate)
+    return update, workflow.signal(name=name)(on_signal)
+
+
+for _message in MESSAGES.values():
+    _update, _signal = _message_handlers(_message.name)
+    setattr(EscalationCase, _message.name, _update)
+    setattr(EscalationCase, f"{_message.name}_signal", _signal)
+workflow.defn(name=WORKFLOW_TYPE)(EscalationCase)

@@ -1,0 +1,301 @@
+"""Every decision a case makes, as pure functions of its state: read this top to bottom to
+know the process.
+
+- `decide(state, name, msg, now)`: a message is accepted with the events it causes, or
+  refused with a reason that names the field. An Update's validator runs this same function
+  and drops the result, so validation and effect never disagree.
+- `next_due(state)`: the next instant the case acts by itself (an SLA warning or breach, an
+  approval's timeout, a customer update, the hard cap), and `on_due` says what it does then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from workflows import rules
+from workflows.events import (
+    Acknowledged,
+    ApprovalDecided,
+    ApprovalEscalated,
+    ApprovalRequested,
+    CustomerAskedAtTop,
+    CustomerReplied,
+    CustomerUpdated,
+    Escalated,
+    Event,
+    HardCapReached,
+    ReportedUp,
+    Resolved,
+    SlaBreached,
+    SlaWarned,
+    Transferred,
+    WaitingForCustomer,
+)
+from workflows.models import (
+    Acknowledge,
+    Approve,
+    CustomerEscalate,
+    Escalate,
+    Reject,
+    RequestApproval,
+    Resolve,
+    WaitForCustomer,
+)
+from workflows.models import CustomerReplied as CustomerRepliedMsg
+from workflows.state import CaseState, Clock, Due, DueKind
+from workflows.wording import fmt_duration
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: str
+
+
+Decision = list[Event] | Refused
+
+
+def decide(state: CaseState | None, name: str, msg: Any, now: datetime) -> Decision:
+    """Accept `msg` (already parsed with its registry model) with its events, or refuse it."""
+    if state is not None and state.stage in ("report_up", "closed"):
+        return Refused(f"case is {state.stage.replace('_', '-')}; it takes no more messages")
+    if state is None:
+        return Refused("case is still being identified; try again in a moment")
+    return DECIDERS[name](state, msg, now)
+
+
+# --- messages anyone involved may send, at any time the case is open ---------------------
+
+
+def _customer_escalate(s: CaseState, msg: CustomerEscalate, now: datetime) -> Decision:
+    if s.stage != "resolve":
+        return Refused("case is being assigned; try again in a moment")
+    if rules.next_tier(s.policy, s.tier) is None:
+        return [CustomerAskedAtTop(msg.reason)]
+    return [Escalated("customer", f"customer asked: {msg.reason}")]
+
+
+def _customer_replied(s: CaseState, msg: CustomerRepliedMsg, now: datetime) -> Decision:
+    if s.paused_at is None:
+        return Refused("case is not waiting for the customer")
+    return [CustomerReplied(msg.message)]
+
+
+def _approval_decision(decision: str) -> Callable[[CaseState, Any, datetime], Decision]:
+    def decide_approval(s: CaseState, msg: Approve | Reject, now: datetime) -> Decision:
+        if s.pending is None:
+            return Refused("no approval is pending")
+        if msg.by not in s.pending.approvers:
+            return Refused(
+                f"by: {msg.by} is not authorised to decide this "
+                f"(approvers: {', '.join(s.pending.approvers)})"
+            )
+        text = msg.note if isinstance(msg, Approve) else msg.reason
+        return [ApprovalDecided(decision, msg.by, text)]
+
+    return decide_approval
+
+
+# --- messages for the case's holder (and, for escalate, its supervisors) -----------------
+
+
+def _held(s: CaseState) -> Refused | None:
+    if s.stage != "resolve" or s.assignee is None:
+        return Refused("case is being assigned; no one holds it yet")
+    return None
+
+
+def _by_assignee(s: CaseState, by: str) -> Refused | None:
+    refused = _held(s)
+    if refused is None and by != s.assignee:
+        return Refused(f"by: {by} is not the assignee ({s.assignee})")
+    return refused
+
+
+def _withdrawn(s: CaseState, by: str, why: str) -> list[Event]:
+    return [ApprovalDecided("withdrawn", by, why)] if s.pending is not None else []
+
+
+def _escalate(s: CaseState, msg: Escalate, now: datetime) -> Decision:
+    if refused := _held(s):
+        return refused
+    policy = s.policy
+    if not rules.may_escalate(policy, s.department, s.tier, msg.by, s.assignee):
+        return Refused(
+            f"by: {msg.by} is neither the assignee ({s.assignee}) nor a supervisor of this case"
+        )
+    if msg.department is not None:
+        if msg.department not in policy.departments:
+            known = ", ".join(policy.departments)
+            return Refused(f"department: unknown department {msg.department!r} (known: {known})")
+        if msg.department == s.department:
+            return Refused(f"department: case is already with {msg.department}")
+        return [
+            *_withdrawn(s, msg.by, f"transferred to {msg.department}"),
+            Transferred(msg.by, msg.department, msg.reason),
+        ]
+    if rules.next_tier(policy, s.tier) is None:
+        return Refused(f"case is already at the top tier ({s.tier})")
+    return [Escalated(msg.by, msg.reason)]
+
+
+def _acknowledge(s: CaseState, msg: Acknowledge, now: datetime) -> Decision:
+    if refused := _by_assignee(s, msg.by):
+        return refused
+    return Refused("case is already acknowledged") if s.acknowledged else [Acknowledged(msg.by)]
+
+
+def _resolve(s: CaseState, msg: Resolve, now: datetime) -> Decision:
+    if refused := _by_assignee(s, msg.by):
+        return refused
+    return [*_withdrawn(s, msg.by, "case resolved"), Resolved(msg.by, msg.resolution)]
+
+
+def _wait_for_customer(s: CaseState, msg: WaitForCustomer, now: datetime) -> Decision:
+    if refused := _by_assignee(s, msg.by):
+        return refused
+    if s.paused_at is not None:
+        return Refused("case is already waiting for the customer")
+    return [WaitingForCustomer(msg.by, msg.question)]
+
+
+def _request_approval(s: CaseState, msg: RequestApproval, now: datetime) -> Decision:
+    if refused := _by_assignee(s, msg.by):
+        return refused
+    policy, action = s.policy, msg.action
+    if s.pending is not None:
+        return Refused("an approval is already pending")
+    try:
+        amount = rules.amount_in_policy_currency(policy, action)
+        approvers = rules.approvers(policy, s.department, action, msg.by)
+    except rules.ApprovalRuleError as err:
+        return Refused(str(err))
+    own = rules.authority(policy, msg.by)
+    if amount <= own:
+        return Refused(
+            f"action.amount: {action.amount:.2f} {action.currency} is within "
+            f"{msg.by}'s own authority ({own:.2f} {policy.currency}); no approval needed"
+        )
+    if not approvers:
+        return Refused("action.amount: nobody's authority covers this amount")
+    notified = rules.approvers_to_notify(policy, approvers, 0)
+    due_by = now + timedelta(seconds=policy.approval_timeout[s.severity])
+    return [ApprovalRequested(msg.by, action, approvers, notified, due_by)]
+
+
+DECIDERS: dict[str, Callable[[CaseState, Any, datetime], Decision]] = {
+    "acknowledge": _acknowledge,
+    "resolve": _resolve,
+    "escalate": _escalate,
+    "request_approval": _request_approval,
+    "approve": _approval_decision("approved"),
+    "reject": _approval_decision("rejected"),
+    "wait_for_customer": _wait_for_customer,
+    "customer_replied": _customer_replied,
+    "customer_escalate": _customer_escalate,
+}
+
+
+def accepted(events: list[Event], state: CaseState) -> str:
+    """What an accepted Update tells its caller, from the state after its events."""
+    match events[-1]:
+        case Acknowledged():
+            return "acknowledged"
+        case Resolved():
+            return "resolved; reporting up"
+        case Transferred(department=department):
+            return f"transferred to {department}"
+        case Escalated():
+            return f"escalated to tier {state.tier}"
+        case ApprovalRequested(notified=notified):
+            return f"approval requested from {', '.join(notified)}"
+        case ApprovalDecided(decision=decision):
+            return decision
+        case WaitingForCustomer():
+            return "SLA clock paused"
+        case CustomerReplied():
+            return "SLA clock resumed"
+        case CustomerAskedAtTop():
+            return "noted; case is already at the top tier"
+    raise AssertionError(f"no answer for {events[-1]!r}")
+
+
+# --- the clocks ------------------------------------------------------------------------------
+
+
+def next_due(s: CaseState) -> Due:
+    """The nearest instant at which the case must act by itself (the hard cap is always
+    ahead, so there is always one). Ties go to the first in this order."""
+    policy, severity = s.policy, s.severity
+    options = [Due(s.hard_cap_at, DueKind.HARD_CAP, f"Hard cap ({fmt_duration(policy.hard_cap)})")]
+    if s.pending is not None and s.pending.due_by is not None:
+        who = ", ".join(s.pending.notified)
+        wait = fmt_duration(policy.approval_timeout[severity])
+        options.append(Due(s.pending.due_by, DueKind.APPROVAL, f"Approval by {who} ({wait})"))
+    if s.clocks_run and s.clocks is not None:
+        tier = rules.tier_policy(policy, s.tier)
+        pct = int(policy.warning_ratio * 100)
+        c = s.clocks
+        clocks = [
+            (Clock.ACK, c.ack_warn_at, c.ack_by, tier.ack[severity]),
+            (Clock.RESOLVE, c.resolve_warn_at, c.resolve_by, tier.resolve[severity]),
+        ]
+        for clock, warn_at, deadline, window in clocks:
+            if clock is Clock.ACK and s.acknowledged or clock in s.breached_clocks:
+                continue
+            name, span = f"Tier {tier.level} {clock.value} SLA", fmt_duration(window)
+            if clock not in s.warned:
+                label = f"{name} warning ({pct}% of {span})"
+                options.append(Due(warn_at, DueKind.WARNING, label, clock, deadline))
+            options.append(Due(deadline, DueKind.BREACH, f"{name} ({span})", clock, deadline))
+    if s.paused_at is None:
+        every = fmt_duration(policy.customer_update_every[severity])
+        options.append(
+            Due(s.next_customer_update, DueKind.CUSTOMER_UPDATE, f"Customer update (every {every})")
+        )
+    return min(options, key=lambda d: d.at)
+
+
+def on_due(s: CaseState, due: Due, now: datetime, quiet_when_late: bool = True) -> list[Event]:
+    """What the case does when `due` comes. A warning that comes due with its deadline passed
+    as well (the server was down) says nothing when `quiet_when_late`: the breach speaks."""
+    policy = s.policy
+    if due.kind is DueKind.HARD_CAP:
+        return [HardCapReached()]
+    if due.kind is DueKind.CUSTOMER_UPDATE:
+        return [CustomerUpdated()]
+    if due.kind is DueKind.APPROVAL:
+        assert s.pending is not None
+        waited = s.pending.notified
+        nxt = rules.approvers_to_notify(policy, s.pending.approvers, s.approval_round + 1)
+        if nxt:
+            due_by = now + timedelta(seconds=policy.approval_timeout[s.severity])
+            return [ApprovalEscalated(waited, nxt, due_by)]
+        last = ", ".join(waited)
+        return [
+            ApprovalDecided("expired", None, f"no decision from anyone authorised (last: {last})")
+        ]
+    assert due.clock is not None
+    deadline = sla_deadline(s, due.clock)
+    if due.kind is DueKind.WARNING:
+        return [SlaWarned(due.clock, deadline, silent=quiet_when_late and deadline <= now)]
+    top = rules.next_tier(policy, s.tier) is None
+    breach: list[Event] = [SlaBreached(due.clock, deadline, top_tier=top)]
+    if top:
+        return breach
+    reason = f"{due.clock.value} SLA breached at tier {s.tier}"
+    return [*breach, Escalated(None, reason, automatic=True)]
+
+
+def sla_deadline(s: CaseState, clock: Clock) -> datetime:
+    """The tier's deadline on `clock` as the case's clocks stand now."""
+    assert s.clocks is not None
+    return s.clocks.ack_by if clock is Clock.ACK else s.clocks.resolve_by
+
+
+def report_up(s: CaseState) -> ReportedUp:
+    """The supervisor chain above the case; the executives too when breached or critical."""
+    people = rules.report_recipients(s.policy, s.department, s.tier, s.sla_breached, s.severity)
+    return ReportedUp([p.id for p in people])

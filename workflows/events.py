@@ -1,0 +1,153 @@
+"""What can happen to a case. Decisions (workflows/decisions.py) return these; `apply`
+(workflows/evolve.py) turns each into state changes, a timeline line and the notices it sends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from workflows.models import Action, TimelineEntry
+from workflows.state import Clock
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    by: str
+
+
+@dataclass(frozen=True)
+class Resolved:
+    by: str
+    resolution: str
+
+
+@dataclass(frozen=True)
+class Escalated:
+    """Up one tier in the same department (hierarchical)."""
+
+    by: str | None
+    reason: str
+    automatic: bool = False
+
+
+@dataclass(frozen=True)
+class Transferred:
+    """To another department at the same tier (functional)."""
+
+    by: str
+    department: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ApprovalRequested:
+    by: str
+    action: Action
+    approvers: list[str]
+    notified: list[str]
+    due_by: datetime
+
+
+@dataclass(frozen=True)
+class ApprovalEscalated:
+    """Nobody decided in time: the next tier of approvers is asked."""
+
+    waited_on: list[str]
+    notified: list[str]
+    due_by: datetime
+
+
+@dataclass(frozen=True)
+class ApprovalDecided:
+    decision: str  # approved | rejected | expired | withdrawn
+    by: str | None
+    note: str
+
+
+@dataclass(frozen=True)
+class WaitingForCustomer:
+    by: str
+    question: str
+
+
+@dataclass(frozen=True)
+class CustomerReplied:
+    message: str
+
+
+@dataclass(frozen=True)
+class CustomerAskedAtTop:
+    """The customer asked to escalate a case already at the top tier."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class MessageIgnored:
+    """An invalid signal: noted in the timeline, otherwise ignored."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SlaWarned:
+    clock: Clock
+    deadline: datetime
+    silent: bool = False  # came due with its deadline passed too: the breach speaks
+
+
+@dataclass(frozen=True)
+class SlaBreached:
+    clock: Clock
+    deadline: datetime
+    top_tier: bool  # nowhere left to escalate: the case is reported up and stays open
+
+
+@dataclass(frozen=True)
+class CustomerUpdated:
+    pass
+
+
+@dataclass(frozen=True)
+class HardCapReached:
+    pass
+
+
+@dataclass(frozen=True)
+class AssignmentStarted:
+    """The pick of the next person begins; its timeline line is reserved now."""
+
+
+@dataclass(frozen=True)
+class Assigned:
+    assignee: str
+    entry: TimelineEntry  # written by the assignment, which knows who and their load
+
+
+@dataclass(frozen=True)
+class ReportedUp:
+    recipients: list[str]
+
+
+Event = (
+    Acknowledged
+    | Resolved
+    | Escalated
+    | Transferred
+    | ApprovalRequested
+    | ApprovalEscalated
+    | ApprovalDecided
+    | WaitingForCustomer
+    | CustomerReplied
+    | CustomerAskedAtTop
+    | MessageIgnored
+    | SlaWarned
+    | SlaBreached
+    | CustomerUpdated
+    | HardCapReached
+    | AssignmentStarted
+    | Assigned
+    | ReportedUp
+)

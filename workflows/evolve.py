@@ -1,0 +1,461 @@
+"""How each event changes a case: its state, one timeline line, and the notices it sends.
+
+Notices name a template and the facts it needs (activities/templates renders them); no text
+a customer or a supervisor reads is written here. Timeline lines are the audit trail.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from workflows import rules
+from workflows.activity_models import CustomerContext, OutboundMessage
+from workflows.events import (
+    Acknowledged,
+    ApprovalDecided,
+    ApprovalEscalated,
+    ApprovalRequested,
+    Assigned,
+    AssignmentStarted,
+    CustomerAskedAtTop,
+    CustomerReplied,
+    CustomerUpdated,
+    Escalated,
+    Event,
+    HardCapReached,
+    MessageIgnored,
+    ReportedUp,
+    Resolved,
+    SlaBreached,
+    SlaWarned,
+    Transferred,
+    WaitingForCustomer,
+)
+from workflows.models import (
+    ApprovalRecord,
+    Breach,
+    CaseInput,
+    PendingApproval,
+    TierVisit,
+    TimelineEntry,
+)
+from workflows.policy import Policy
+from workflows.projections import report
+from workflows.state import CaseState, Clock, Opening
+from workflows.wording import fmt_duration, fmt_money
+
+VERB = {Clock.ACK: "acknowledged", Clock.RESOLVE: "resolved"}
+
+
+def open_case(opening: Opening, case: CaseInput, now: datetime) -> None:
+    opening.case, opening.opened_at = case, now
+    note(opening.timeline, now, "opened", case.opened_by, None, f"{case.channel}: {case.subject}")
+
+
+def ignore(target: CaseState | Opening, name: str, reason: str, now: datetime) -> None:
+    """An invalid signal: a timeline line, nothing else (before identify too)."""
+    if isinstance(target, CaseState):
+        apply(target, MessageIgnored(name, reason), now)
+    else:
+        note(
+            target.timeline, now, "message ignored", None, None, f"invalid {name} signal: {reason}"
+        )
+
+
+def take_records(state: CaseState) -> tuple[list[TimelineEntry], list[OutboundMessage]]:
+    """What the records and the outbox have not had yet; from now on they have it."""
+    taken = state.unrecorded, state.outbox
+    state.unrecorded, state.outbox = [], []
+    return taken
+
+
+def identify(
+    opening: Opening, ctx: CustomerContext, policy: Policy, key_prefix: str, now: datetime
+) -> CaseState:
+    """The case's severity, route, starting tier and clocks, from the policy it keeps."""
+    case = opening.case
+    assert case is not None and opening.opened_at is not None
+    severity, reasons = rules.raised_severity(
+        policy, case.severity, case.customer.vip, ctx.recent_cases
+    )
+    department, skill = rules.route(policy, case.category)
+    tier = rules.start_tier(policy, severity)
+    state = CaseState(
+        case=case,
+        policy=policy,
+        key_prefix=key_prefix,
+        opened_at=opening.opened_at,
+        hard_cap_at=opening.opened_at + timedelta(seconds=policy.hard_cap),
+        severity=severity,
+        escalation_type=rules.escalation_type_at_start(policy, tier),  # type: ignore[arg-type]
+        skill=skill,
+        tier=tier,
+        department=department,
+        next_customer_update=now + timedelta(seconds=policy.customer_update_every[severity]),
+        timeline=list(opening.timeline),
+        unrecorded=list(opening.timeline),
+    )
+    raised = f" (raised from {case.severity}: {', '.join(reasons)})" if reasons else ""
+    note(
+        state.timeline,
+        now,
+        "identified",
+        None,
+        None,
+        f"severity {severity}{raised}; {state.escalation_type} escalation to "
+        f"{policy.departments[department].name}, tier {tier}; "
+        f"{ctx.open_cases} other open and {ctx.recent_cases} recent cases for this customer; "
+        f"policy {policy.version}",
+        state.unrecorded,
+    )
+    _enter_tier(state, tier, department, now)
+    _tell_customer(
+        state,
+        "escalation_received",
+        department_name=policy.departments[department].name,
+        tier_name=rules.tier_policy(policy, tier).name,
+        update_every_seconds=policy.customer_update_every[severity],
+    )
+    return state
+
+
+def apply(state: CaseState, event: Event, now: datetime) -> None:
+    policy = state.policy
+    match event:
+        case Acknowledged(by=by):
+            state.acknowledged = True
+            _note(state, now, "acknowledged", by, "")
+            _tell_customer(state, "acknowledged", department_name=_department_name(state))
+        case Resolved(by=by, resolution=resolution):
+            state.acknowledged = True
+            state.resolution, state.resolved_by = resolution, by
+            _note(state, now, "resolved", by, resolution)
+            state.finish = "resolved"
+        case Escalated(by=by, reason=reason, automatic=automatic):
+            _escalate(state, by, reason, automatic, now)
+        case Transferred(by=by, department=department, reason=reason):
+            previous, old = state.assignee, state.department
+            state.escalations += 1
+            state.escalation_type = "functional"
+            _note(state, now, "transferred", by, f"{old} -> {department}: {reason}")
+            state.skill = None
+            _enter_tier(state, state.tier, department, now)
+            state.exclude = []
+            name = policy.departments[department].name
+            if previous:
+                _notify(
+                    state, previous, "transferred_from_you", department_name=name, reason=reason
+                )
+            _tell_customer(state, "customer_transferred", department_name=name)
+        case ApprovalRequested(by=by, action=action, approvers=approvers, notified=notified):
+            state.approval_round = 0
+            state.pending = PendingApproval(
+                action=action,
+                requested_by=by,
+                requested_at=now,
+                approvers=approvers,
+                notified=notified,
+                due_by=event.due_by,
+            )
+            money = fmt_money(action.amount, action.currency)
+            _note(
+                state,
+                now,
+                "approval requested",
+                by,
+                f"{action.kind} {money}; asked {', '.join(notified)}",
+            )
+            _ask_approvers(state, notified)
+        case ApprovalEscalated(waited_on=waited_on, notified=notified, due_by=due_by):
+            assert state.pending is not None
+            state.approval_round += 1
+            state.pending.notified, state.pending.due_by = notified, due_by
+            _note(
+                state,
+                now,
+                "approval escalated",
+                None,
+                f"no decision from {', '.join(waited_on)}; asked {', '.join(notified)}",
+            )
+            _ask_approvers(state, notified)
+        case ApprovalDecided(decision=decision, by=by, note=text):
+            _decide_approval(state, decision, by, text, now)
+        case WaitingForCustomer(by=by, question=question):
+            state.paused_at = now
+            _note(state, now, "waiting for customer", by, question)
+            _tell_customer(state, "waiting_on_you", question=question)
+        case CustomerReplied(message=message):
+            paused_at = state.paused_at
+            assert paused_at is not None
+            paused = now - paused_at
+            state.paused_at = None
+            if state.clocks is not None:
+                state.clocks = rules.resumed(policy, state.severity, state.clocks, paused_at, now)
+            state.next_customer_update += paused
+            waited = fmt_duration(paused.total_seconds())
+            _note(state, now, "customer replied", "customer", f"{message} (clock paused {waited})")
+            if state.assignee:
+                _notify(state, state.assignee, "customer_replied", message=message)
+        case CustomerAskedAtTop(reason=reason):
+            _note(
+                state,
+                now,
+                "customer asked to escalate",
+                "customer",
+                f"{reason} (already at the top tier)",
+            )
+            for person in policy.executives:
+                _notify(state, person.id, "customer_asks_top", reason=reason)
+        case MessageIgnored(name=name, reason=reason):
+            _note(state, now, "message ignored", None, f"invalid {name} signal: {reason}")
+        case SlaWarned(clock=clock, deadline=deadline, silent=silent):
+            state.warned.add(clock)
+            if silent:
+                return
+            left = fmt_duration((deadline - now).total_seconds())
+            verb = VERB[clock]
+            _note(
+                state,
+                now,
+                f"{clock.value} SLA warning",
+                None,
+                f"{left} left to be {verb} at tier {state.tier}",
+            )
+            for person in rules.supervisors(policy, state.department, state.tier):
+                _notify(
+                    state,
+                    person.id,
+                    "sla_warning",
+                    clock=clock.value,
+                    left_seconds=(deadline - now).total_seconds(),
+                    deadline=deadline.isoformat(),
+                    assignee=state.assignee,
+                    tier=state.tier,
+                )
+        case SlaBreached(clock=clock, deadline=deadline, top_tier=top_tier):
+            state.breached_clocks.add(clock)
+            state.breaches.append(
+                Breach(
+                    tier=state.tier, clock=clock.value, deadline=deadline, assignee=state.assignee
+                )
+            )
+            _note(
+                state,
+                now,
+                f"{clock.value} SLA breached",
+                None,
+                f"not {VERB[clock]} by {deadline.isoformat()} at tier {state.tier}",
+            )
+            if top_tier:
+                state.sla_breached = True
+                interim = report(state, now).model_dump(mode="json", exclude={"timeline"})
+                recipients = rules.report_recipients(
+                    policy, state.department, state.tier, True, state.severity
+                )
+                for person in recipients:
+                    _notify(
+                        state,
+                        person.id,
+                        "top_tier_breach",
+                        clock=clock.value,
+                        deadline=deadline.isoformat(),
+                        tier=state.tier,
+                        assignee=state.assignee,
+                        report=interim,
+                    )
+        case CustomerUpdated():
+            state.next_customer_update = now + timedelta(
+                seconds=policy.customer_update_every[state.severity]
+            )
+            _tell_customer(
+                state,
+                "status_update",
+                department_name=_department_name(state),
+                tier_name=rules.tier_policy(policy, state.tier).name,
+                approval_pending=state.pending is not None,
+            )
+            _note(state, now, "customer updated", None, "scheduled status update")
+        case HardCapReached():
+            _note(state, now, "hard cap reached", None, f"open for {fmt_duration(policy.hard_cap)}")
+            state.finish = "hard_cap"
+        case AssignmentStarted():
+            state.stage, state.assignee = "assign", None
+            seq = len(state.timeline) + 1  # notes made while assigning follow this line
+            state.timeline.append(TimelineEntry(seq=seq, at=now, what="assigned", tier=state.tier))
+        case Assigned(assignee=assignee, entry=entry):
+            state.timeline[entry.seq - 1] = entry
+            state.needs_assign = False
+            state.exclude = []
+            state.assignee = assignee
+            state.stage = "resolve"
+            state.acknowledged = False
+            state.clocks = rules.clocks(policy, state.tier, state.severity, now)
+            state.tiers[-1].assignees.append(assignee)
+        case ReportedUp(recipients=recipients):
+            _note(
+                state,
+                now,
+                "reported up",
+                None,
+                f"to {', '.join(recipients)}; outcome {state.finish}",
+            )
+            final = report(state, now)
+            facts = final.model_dump(mode="json", exclude={"timeline"})
+            for person_id in recipients:
+                _notify(state, person_id, "case_report", report=facts)
+            if final.outcome == "resolved":
+                _tell_customer(state, "resolved", resolution=state.resolution)
+            else:
+                _tell_customer(state, "closed_by_cap", hard_cap_seconds=policy.hard_cap)
+            state.closed_at = final.closed_at
+        case _:
+            raise AssertionError(f"unhandled event {event!r}")
+
+
+# --- pieces shared by several events ------------------------------------------------------
+
+
+def _escalate(
+    state: CaseState, by: str | None, reason: str, automatic: bool, now: datetime
+) -> None:
+    policy = state.policy
+    old_tier = state.tier
+    new_tier = rules.next_tier(policy, old_tier)
+    assert new_tier is not None
+    previous = state.assignee
+    state.escalations += 1
+    state.escalation_type = "hierarchical"
+    auto = " (automatic)" if automatic else ""
+    _note(state, now, "escalated", by, f"tier {old_tier} -> {new_tier}{auto}: {reason}")
+    _enter_tier(state, new_tier, state.department, now)
+    state.exclude = [previous] if previous else []
+    if previous:
+        _notify(state, previous, "escalated_from_you", new_tier=new_tier, reason=reason)
+    for person in rules.supervisors(policy, state.department, new_tier):
+        _notify(state, person.id, "escalated", old_tier=old_tier, new_tier=new_tier, reason=reason)
+    _tell_customer(state, "customer_escalated", tier_name=rules.tier_policy(policy, new_tier).name)
+
+
+def _enter_tier(state: CaseState, tier: int, department: str, now: datetime) -> None:
+    if state.tiers and state.tiers[-1].left_at is None:
+        visit = state.tiers[-1]
+        visit.left_at = now
+        visit.seconds = (now - visit.entered_at).total_seconds()
+    state.tier, state.department = tier, department
+    state.tiers.append(TierVisit(tier=tier, department=department, entered_at=now))
+    state.assignee = None
+    state.acknowledged = False
+    state.clocks = None
+    state.warned = set()
+    state.breached_clocks = set()
+    state.paused_at = None
+    state.stage = "assign"
+    state.needs_assign = True
+
+
+def _ask_approvers(state: CaseState, people: list[str]) -> None:
+    pending = state.pending
+    assert pending is not None
+    for pid in people:
+        _notify(
+            state,
+            pid,
+            "approval_needed",
+            action=pending.action.model_dump(),
+            requested_by=pending.requested_by,
+            due_by=pending.due_by.isoformat() if pending.due_by else None,
+            approver=pid,
+        )
+
+
+def _decide_approval(
+    state: CaseState, decision: str, by: str | None, text: str, now: datetime
+) -> None:
+    pending = state.pending
+    assert pending is not None
+    state.approvals.append(
+        ApprovalRecord(
+            action=pending.action,
+            requested_by=pending.requested_by,
+            requested_at=pending.requested_at,
+            decision=decision,  # type: ignore[arg-type]
+            decided_by=by,
+            decided_at=now,
+            note=text,
+        )
+    )
+    state.pending = None
+    a = pending.action
+    details = f"{a.kind} {fmt_money(a.amount, a.currency)}: {text}".rstrip(": ")
+    _note(state, now, f"approval {decision}", by, details)
+    action = a.model_dump()
+    if state.assignee:
+        _notify(
+            state,
+            state.assignee,
+            "approval_decided",
+            action=action,
+            decision=decision,
+            by=by,
+            note=text,
+        )
+    if decision == "approved":
+        _tell_customer(state, "approval_granted", action=action)
+
+
+def _department_name(state: CaseState) -> str:
+    return state.policy.departments[state.department].name
+
+
+def note(
+    timeline: list[TimelineEntry],
+    now: datetime,
+    what: str,
+    by: str | None,
+    tier: int | None,
+    details: str,
+    unrecorded: list[TimelineEntry] | None = None,
+) -> None:
+    entry = TimelineEntry(
+        seq=len(timeline) + 1, at=now, what=what, by=by, tier=tier, details=details
+    )
+    timeline.append(entry)
+    if unrecorded is not None:
+        unrecorded.append(entry)
+
+
+def _note(state: CaseState, now: datetime, what: str, by: str | None, details: str) -> None:
+    note(state.timeline, now, what, by, state.tier, details, state.unrecorded)
+
+
+def _queue(
+    state: CaseState,
+    channel: str,
+    recipient: str,
+    address: str,
+    template: str,
+    facts: dict[str, Any],
+) -> None:
+    state.messages_queued += 1
+    state.outbox.append(
+        OutboundMessage(
+            key=f"{state.key_prefix}:m{state.messages_queued}",
+            channel=channel,  # type: ignore[arg-type]
+            recipient=recipient,
+            address=address,
+            template=template,
+            facts=facts,
+        )
+    )
+
+
+def _notify(state: CaseState, person_id: str, template: str, **facts: Any) -> None:
+    person = rules.find_person(state.policy, person_id)
+    if person is not None:
+        _queue(state, "internal", person.id, person.email, template, facts)
+
+
+def _tell_customer(state: CaseState, template: str, **facts: Any) -> None:
+    customer = state.case.customer
+    _queue(state, "customer", customer.id, customer.email, template, facts)

@@ -1,0 +1,24 @@
+"""How the case words durations and sums in its audit trail, timer summaries and UI details.
+
+Customer and staff messages are templates (activities/templates); they use these too.
+"""
+
+from __future__ import annotations
+
+
+def fmt_duration(seconds: float) -> str:
+    """3600 -> '1h', 5400 -> '1h 30m', 172800 -> '2d'."""
+    seconds = int(round(seconds))
+    if seconds <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return " ".join(parts[:2])
+
+
+def fmt_money(amount: float, currency: str) -> str:
+    """250 USD -> '250.00 USD'."""
+    return f"{amount:.2f} {currency}"
