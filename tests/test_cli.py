@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from starter.api import CaseListing
-from starter.cli import print_listing
+from starter.views import print_listing
 from tests.conftest import run_escalate, sample_case
 
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 
-from workflows.models import CaseInput, CaseReport, Severity, Stage, TimelineEntry, UtcDatetime
+from workflows.models import (
+    CaseInput,
+    CaseReport,
+    Channel,
+    Severity,
+    Stage,
+    TimelineEntry,
+    UtcDatetime,
+)
 from workflows.policy import Person, Policy
 
 
@@ -19,7 +27,7 @@ class OutboundMessage(BaseModel):
     """
 
     key: str
-    channel: Literal["internal", "customer"]
+    channel: Channel
     recipient: str
     address: str
     template: str | None = None

@@ -1,10 +1,7 @@
-"""The EscalationCase workflow: the Temporal shell around the pure case core.
-
-The core (state, decisions, evolve, projections) decides everything; this shell runs the
-clock loop, calls the activities that record and deliver, and registers one Update (with its
-validator) and one Signal per message of the registry. Message handlers only change state;
-the loop and the recorder do every side effect, so each transition is recorded once, in order.
-"""
+"""The EscalationCase workflow: the Temporal shell around the pure case core (state,
+decisions, evolve, projections). It runs the clock loop and the recorder, which do every side
+effect through activities (so each transition is recorded once, in order), and registers one
+Update, validator and Signal per message of the registry; handlers only change state."""
 
 from __future__ import annotations
 
@@ -39,20 +36,16 @@ with workflow.unsafe.imports_passed_through():
         MessageResult,
         Stage,
         Strict,
+        case_input,
         describe_validation_error,
-        parse_json_object,
-        workflow_id_for,
     )
     from workflows.policy import shared
     from workflows.state import CaseState, Due, DueKind, Opening
 
-# workflow.patched ids: each marks a change to the command sequence of running cases.
-CONCURRENT_RECORDER = "concurrent-recorder"
-# A fired SLA timer reads the clock through a local activity: its recorded completion time
-# is the case's time from then on, in the run and in every replay of it
-TIMER_CLOCK = "timer-clock"
-# A warning that comes due with its deadline already passed says nothing: the breach does
-NO_LATE_WARNING = "no-late-warning"
+# workflow.patched ids, each a change to the command sequence of running cases:
+CONCURRENT_RECORDER = "concurrent-recorder"  # the records are written beside the clocks
+TIMER_CLOCK = "timer-clock"  # a fired timer reads the clock (a local activity) first
+NO_LATE_WARNING = "no-late-warning"  # no warning once its deadline has passed as well
 
 ACTIVITY_TIMEOUT = timedelta(seconds=10)
 ACTIVITY_RETRY = RetryPolicy(
@@ -87,14 +80,14 @@ class EscalationCase:
         assert self._state is not None
         return self._state
 
-    def _stage(self) -> Stage:
-        return self._state.stage if self._state else "identify"
-
     # --- run ----------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, raw: Any) -> CaseReport:
-        case = self._validated_input(raw)
+        try:
+            case = case_input(raw, workflow.info().workflow_id)
+        except ValueError as err:
+            raise ApplicationError(str(err), type="InvalidCaseInput", non_retryable=True) from None
         now = workflow.now()
         evolve.open_case(self._opening, case, now)
         self._set_details()
@@ -110,25 +103,6 @@ class EscalationCase:
         self._settled = self._mutations
         await workflow.wait_condition(workflow.all_handlers_finished)
         return report
-
-    def _validated_input(self, raw: Any) -> CaseInput:
-        try:
-            case = parse_json_object(raw, CaseInput)
-        except ValidationError as err:
-            raise ApplicationError(
-                f"invalid case input: {describe_validation_error(err)}",
-                type="InvalidCaseInput",
-                non_retryable=True,
-            ) from None
-        assert isinstance(case, CaseInput)
-        expected = workflow_id_for(case.case_id)
-        if workflow.info().workflow_id != expected:
-            raise ApplicationError(
-                f"case_id: workflow id must be {expected!r} for case {case.case_id}",
-                type="InvalidCaseInput",
-                non_retryable=True,
-            )
-        return case
 
     async def _open_and_identify(self, case: CaseInput, now: datetime) -> None:
         """Its own frame, so the activity result (a full policy copy) is not kept alive by
@@ -190,8 +164,7 @@ class EscalationCase:
 
     def _changed_since(self, seen: int) -> Callable[[], bool]:
         """Wake the clock loop when a message changed the case (its next deadline may too)."""
-        s = self._case
-        return lambda: bool(s.needs_assign or s.finish or self._mutations != seen)
+        return lambda: bool(self._case.needs_assign or self._case.finish or self._mutations != seen)
 
     async def _recorder(self) -> None:
         s = self._case
@@ -248,11 +221,9 @@ class EscalationCase:
             self._upsert_search_attributes()
 
     async def _read_clock(self, label: str) -> None:
-        """The task that delivers a fired timer can carry the previous task's time (seen once
-        after a server restart: a breach due 15 s ago looked 30 s away, and the server's
-        history, with the real time, no longer replayed). A local activity's completion time
-        becomes the workflow's time and is recorded in its marker, so what the case decides
-        next is right now and the same on replay."""
+        """A fired timer's task can carry the previous task's time (seen after a server
+        restart). A local activity's completion time becomes the workflow's time and is kept
+        in its marker: what the case decides next is right now, and the same on replay."""
         await workflow.execute_local_activity(
             "read_clock",
             start_to_close_timeout=timedelta(seconds=10),
@@ -287,9 +258,7 @@ class EscalationCase:
             summary=f"Assign tier {s.tier} {dept_name} and notify",
         )
         evolve.apply(s, Assigned(result.assignee, result.entry), workflow.now())
-        self._settled = max(self._settled, mark)
-        self._upsert_search_attributes()
-        self._set_details()
+        self._recorded(mark)
 
     async def _record(self, summary: str) -> None:
         mark = self._mutations
@@ -300,6 +269,10 @@ class EscalationCase:
             retry_policy=ACTIVITY_RETRY,
             summary=summary,
         )
+        self._recorded(mark)
+
+    def _recorded(self, mark: int) -> None:
+        """The records have every message applied up to `mark`: their Updates may answer."""
         self._settled = max(self._settled, mark)
         self._upsert_search_attributes()
         self._set_details()
@@ -345,11 +318,6 @@ class EscalationCase:
             raise Rejected(decision.reason)
         return decision
 
-    def _validate(self, name: str, payload: Any) -> None:
-        """The Update's validator: the same decision as the handler's, result dropped; a
-        refusal leaves no trace in history."""
-        self._decide(name, self._parse(name, payload))
-
     async def _on_update(self, name: str, payload: Any) -> MessageResult:
         events = self._decide(name, self._parse(name, payload))  # the state may have moved on
         s = self._case
@@ -370,7 +338,7 @@ class EscalationCase:
             return
         decision = decisions.decide(self._state, name, msg, workflow.now())
         if isinstance(decision, decisions.Refused):
-            if self._stage() != "closed":
+            if self._state is None or self._state.stage != "closed":
                 self._ignore(name, decision.reason)
             return
         self._apply(decision)
@@ -394,20 +362,10 @@ class EscalationCase:
 
     def _upsert_search_attributes(self) -> None:
         """Send only the attributes whose values changed since the last upsert."""
-        if self._state is None:
-            return
-        keys = {k.name: k for k in sa.ALL}
-        updates = []
-        for name, value in projections.search_attributes(self._state).items():
-            if name in self._sa_sent and self._sa_sent[name] == value:
-                continue
-            if value is None and name not in self._sa_sent:
-                continue
-            self._sa_sent[name] = value
-            key = keys[name]
-            updates.append(key.value_unset() if value is None else key.value_set(value))
-        if updates:
-            workflow.upsert_search_attributes(updates)
+        if self._state is not None:
+            wanted = projections.search_attributes(self._state)
+            if updates := sa.changes(wanted, self._sa_sent):
+                workflow.upsert_search_attributes(updates)
 
     def _set_details(self) -> None:
         workflow.set_current_details(projections.details(self._state))
@@ -421,7 +379,8 @@ def _message_handlers(name: str) -> tuple[Any, Any]:
         return await self._on_update(name, payload)
 
     def validate(self: EscalationCase, payload: Any = None) -> None:
-        self._validate(name, payload)
+        """The handler's own decision, result dropped: a refusal leaves no trace in history."""
+        self._decide(name, self._parse(name, payload))
 
     def on_signal(self: EscalationCase, payload: Any = None) -> None:
         self._on_signal(name, payload)

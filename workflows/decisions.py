@@ -36,6 +36,7 @@ from workflows.events import (
 )
 from workflows.models import (
     Acknowledge,
+    ApprovalDecision,
     Approve,
     CustomerEscalate,
     Escalate,
@@ -55,6 +56,7 @@ class Refused:
 
 
 Decision = list[Event] | Refused
+Decider = Callable[[CaseState, Any, datetime], Decision]
 
 
 def decide(state: CaseState | None, name: str, msg: Any, now: datetime) -> Decision:
@@ -83,7 +85,7 @@ def _customer_replied(s: CaseState, msg: CustomerRepliedMsg, now: datetime) -> D
     return [CustomerReplied(msg.message)]
 
 
-def _approval_decision(decision: str) -> Callable[[CaseState, Any, datetime], Decision]:
+def _approval_decision(decision: ApprovalDecision) -> Decider:
     def decide_approval(s: CaseState, msg: Approve | Reject, now: datetime) -> Decision:
         if s.pending is None:
             return Refused("no approval is pending")
@@ -185,7 +187,7 @@ def _request_approval(s: CaseState, msg: RequestApproval, now: datetime) -> Deci
     return [ApprovalRequested(msg.by, action, approvers, notified, due_by)]
 
 
-DECIDERS: dict[str, Callable[[CaseState, Any, datetime], Decision]] = {
+DECIDERS: dict[str, Decider] = {
     "acknowledge": _acknowledge,
     "resolve": _resolve,
     "escalate": _escalate,
@@ -235,17 +237,17 @@ def next_due(s: CaseState) -> Due:
         wait = fmt_duration(policy.approval_timeout[severity])
         options.append(Due(s.pending.due_by, DueKind.APPROVAL, f"Approval by {who} ({wait})"))
     if s.clocks_run and s.clocks is not None:
-        tier = rules.tier_policy(policy, s.tier)
+        windows = rules.tier_policy(policy, s.tier)
         pct = int(policy.warning_ratio * 100)
         c = s.clocks
         clocks = [
-            (Clock.ACK, c.ack_warn_at, c.ack_by, tier.ack[severity]),
-            (Clock.RESOLVE, c.resolve_warn_at, c.resolve_by, tier.resolve[severity]),
+            (Clock.ACK, c.ack_warn_at, c.ack_by, windows.ack[severity]),
+            (Clock.RESOLVE, c.resolve_warn_at, c.resolve_by, windows.resolve[severity]),
         ]
         for clock, warn_at, deadline, window in clocks:
             if clock is Clock.ACK and s.acknowledged or clock in s.breached_clocks:
                 continue
-            name, span = f"Tier {tier.level} {clock.value} SLA", fmt_duration(window)
+            name, span = f"Tier {s.tier} {clock.value} SLA", fmt_duration(window)
             if clock not in s.warned:
                 label = f"{name} warning ({pct}% of {span})"
                 options.append(Due(warn_at, DueKind.WARNING, label, clock, deadline))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from workflows.models import Action, TimelineEntry
+from workflows.models import Action, ApprovalDecision, TimelineEntry
 from workflows.state import Clock
 
 
@@ -60,7 +60,7 @@ class ApprovalEscalated:
 
 @dataclass(frozen=True)
 class ApprovalDecided:
-    decision: str  # approved | rejected | expired | withdrawn
+    decision: ApprovalDecision
     by: str | None
     note: str
 

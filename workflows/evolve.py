@@ -33,9 +33,11 @@ from workflows.events import (
     WaitingForCustomer,
 )
 from workflows.models import (
+    ApprovalDecision,
     ApprovalRecord,
     Breach,
     CaseInput,
+    Channel,
     PendingApproval,
     TierVisit,
     TimelineEntry,
@@ -370,7 +372,7 @@ def _ask_approvers(state: CaseState, people: list[str]) -> None:
 
 
 def _decide_approval(
-    state: CaseState, decision: str, by: str | None, text: str, now: datetime
+    state: CaseState, decision: ApprovalDecision, by: str | None, text: str, now: datetime
 ) -> None:
     pending = state.pending
     assert pending is not None
@@ -379,7 +381,7 @@ def _decide_approval(
             action=pending.action,
             requested_by=pending.requested_by,
             requested_at=pending.requested_at,
-            decision=decision,  # type: ignore[arg-type]
+            decision=decision,
             decided_by=by,
             decided_at=now,
             note=text,
@@ -431,7 +433,7 @@ def _note(state: CaseState, now: datetime, what: str, by: str | None, details: s
 
 def _queue(
     state: CaseState,
-    channel: str,
+    channel: Channel,
     recipient: str,
     address: str,
     template: str,
@@ -441,7 +443,7 @@ def _queue(
     state.outbox.append(
         OutboundMessage(
             key=f"{state.key_prefix}:m{state.messages_queued}",
-            channel=channel,  # type: ignore[arg-type]
+            channel=channel,
             recipient=recipient,
             address=address,
             template=template,

@@ -24,6 +24,8 @@ SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 Stage = Literal["identify", "assign", "resolve", "report_up", "closed"]
 EscalationType = Literal["functional", "hierarchical"]
 Outcome = Literal["resolved", "hard_cap"]
+ApprovalDecision = Literal["approved", "rejected", "expired", "withdrawn"]
+Channel = Literal["internal", "customer"]
 
 CASE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 WORKFLOW_TYPE = "EscalationCase"
@@ -168,7 +170,7 @@ class ApprovalRecord(BaseModel):
     action: Action
     requested_by: str
     requested_at: UtcDatetime
-    decision: Literal["approved", "rejected", "expired", "withdrawn"]
+    decision: ApprovalDecision
     decided_by: str | None
     decided_at: UtcDatetime
     note: str = ""
@@ -257,8 +259,13 @@ class MessageResult(BaseModel):
     assignee: str | None
 
 
-def parse_json_object(raw: Any, model: type[Strict]) -> Strict:
-    """Validate an untyped payload (a signal's or the workflow's raw input)."""
-    if hasattr(raw, "model_dump"):
-        raw = raw.model_dump()
-    return model.model_validate(raw)
+def case_input(raw: Any, workflow_id: str) -> CaseInput:
+    """The case a workflow was started with; ValueError names the field that is wrong."""
+    try:
+        case = CaseInput.model_validate(raw.model_dump() if hasattr(raw, "model_dump") else raw)
+    except ValidationError as err:
+        raise ValueError(f"invalid case input: {describe_validation_error(err)}") from None
+    expected = workflow_id_for(case.case_id)
+    if workflow_id != expected:
+        raise ValueError(f"case_id: workflow id must be {expected!r} for case {case.case_id}")
+    return case

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 
 CASE_ID = SearchAttributeKey.for_keyword("CaseId")
 CASE_STAGE = SearchAttributeKey.for_keyword("CaseStage")
@@ -36,3 +36,17 @@ def dev_server_flags() -> list[str]:
     for key in ALL:
         flags += ["--search-attribute", f"{key.name}={kinds[key.indexed_value_type.name]}"]
     return flags
+
+
+def changes(wanted: dict[str, Any], sent: dict[str, Any]) -> list[SearchAttributeUpdate[Any]]:
+    """The updates that bring the attributes from `sent` to `wanted` (None: unset), noting
+    them in `sent`; an attribute never set is not unset."""
+    keys = {k.name: k for k in ALL}
+    updates: list[SearchAttributeUpdate[Any]] = []
+    for name, value in wanted.items():
+        if (name in sent and sent[name] == value) or (value is None and name not in sent):
+            continue
+        sent[name] = value
+        key = keys[name]
+        updates.append(key.value_unset() if value is None else key.value_set(value))
+    return updates

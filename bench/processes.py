@@ -1,0 +1,65 @@
+"""The processes a benchmark run measures: workers it starts, their CPU time and memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# --- processes ------------------------------------------------------------------------------
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Proc:
+    popen: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_bytes(self) -> int:
+        return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * PAGE
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+
+
+def start_worker(
+    kind: str, address: str, task_queue: str, db_url: str, policy: Path | None = None
+) -> Proc:
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": address,
+        "ESCALATION_TASK_QUEUE": task_queue,
+        "DATABASE_URL": db_url,
+        "LOG_LEVEL": "WARNING",
+    }
+    if policy:
+        env["ESCALATION_POLICY"] = str(policy)
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "bench.worker", "--kind", kind],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert popen.stdout is not None
+    line = popen.stdout.readline().decode().strip()
+    if line != "ready":
+        raise RuntimeError(f"{kind} worker did not start")
+    return Proc(popen)

@@ -1,0 +1,166 @@
+"""What a benchmark run found, the targets judged, and the markdown the README quotes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from starter.reporting import percentile as desk_percentile
+
+
+def percentile(values: list[float], p: float) -> float:
+    """reporting.percentile, with NaN for no samples so the tables still render."""
+    value = desk_percentile(values, p)
+    return float("nan") if value is None else value
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    config: dict[str, Any]
+    results: dict[str, Any] = field(default_factory=dict)
+    targets: list[dict[str, Any]] = field(default_factory=list)
+
+    def target(
+        self, name: str, measured: float | None, limit: float, holds: bool, unit: str = ""
+    ) -> None:
+        """`measured` None: the run could not measure it (e.g. RSS moved less than its noise)."""
+        self.targets.append(
+            {
+                "target": name,
+                "measured": None if measured is None else round(measured, 3),
+                "limit": limit,
+                "unit": unit,
+                "holds": holds,
+            }
+        )
+
+
+def judge(report: Report) -> None:
+    r = report.results
+    big = max((k for k in r if k.startswith("throughput_n")), key=lambda k: r[k]["n"])
+    t = r[big]
+    ca, ba = r["case_history"]["actions"], r["baseline_history"]["actions"]
+    ratio = (t["cases_per_s"] * ca) / (t["baseline_per_s"] * ba)
+    r["throughput_ratio_per_action"] = round(ratio, 3)
+    report.target(
+        f"case throughput per action vs baseline (N={t['n']})", ratio, 0.8, ratio >= 0.8, "x"
+    )
+    report.target("billable actions per happy-path case", ca, 20, ca <= 20)
+    ev = r["case_history"]["events"]
+    report.target("history events per happy-path case", ev, 150, ev <= 150)
+    u = r["approval_update_ms"]
+    p50, p99 = u["case_p50"] / u["baseline_p50"], u["case_p99"] / u["baseline_p99"]
+    report.target("approval update p50 vs baseline", p50, 1.5, p50 <= 1.5, "x")
+    report.target("approval update p99 vs baseline", p99, 2.0, p99 <= 2.0, "x")
+    late = r["escalation_lateness_s"]["p99"]
+    report.target(
+        f"escalation lateness p99 ({r['escalation_lateness_s']['open_cases']} open)",
+        late,
+        1.0,
+        late <= 1.0,
+        "s",
+    )
+    p = r["parked"]
+    cpu = p["case"]["idle_cpu_pct_of_core"]
+    report.target(f"worker idle CPU, {p['parked']} parked", cpu, 1.0, cpu <= 1.0, "% core")
+    case_kb, base_kb = p["case"]["kb_per_cached"], p["baseline"]["kb_per_cached"]
+    if case_kb > 0 and base_kb > 0:
+        mem = case_kb / base_kb
+        report.target("memory per cached case vs baseline", mem, 1.5, mem <= 1.5, "x")
+    else:  # RSS fell while parking: a few hundred cases are within the allocator's noise
+        report.target("memory per cached case vs baseline", None, 1.5, False, "x")
+    k = r["worker_killed"]
+    report.target(
+        "two workers, one killed: cases completed",
+        k["completed"],
+        k["cases"],
+        k["completed"] == k["cases"],
+    )
+
+
+def markdown(report: Report) -> str:
+    r = report.results
+    small = " --small" if report.config["mode"] == "small" else ""
+    rows: list[tuple[str, object, object]] = []
+    for key in sorted((k for k in r if k.startswith("throughput_n")), key=lambda k: r[k]["n"]):
+        t = r[key]
+        rows.append(
+            (f"workflows/s, N={t['n']} started together", t["cases_per_s"], t["baseline_per_s"])
+        )
+    ch, bh = r["case_history"], r["baseline_history"]
+    rows.append(("billable actions per happy path", ch["actions"], bh["actions"]))
+    rows.append(("history events per happy path", ch["events"], bh["events"]))
+    u = r["approval_update_ms"]
+    rows.append(
+        (
+            "approval update p50 / p99 (ms)",
+            f"{u['case_p50']} / {u['case_p99']}",
+            f"{u['baseline_p50']} / {u['baseline_p99']}",
+        )
+    )
+    late = r["escalation_lateness_s"]
+    rows.append(
+        (
+            f"escalation lateness p50 / p99 / max (s), {late['open_cases']} open",
+            f"{late['p50']} / {late['p99']} / {late['max']}",
+            "—",
+        )
+    )
+    p = r["parked"]
+    c, b = p["case"], p["baseline"]
+    rows.append(
+        (
+            f"worker RSS idle → {p['parked']} parked (MB)",
+            f"{c['rss_idle_mb']} → {c['rss_parked_mb']}",
+            f"{b['rss_idle_mb']} → {b['rss_parked_mb']}",
+        )
+    )
+    rows.append(("memory per cached workflow (KB)", c["kb_per_cached"], b["kb_per_cached"]))
+    rows.append(
+        (
+            f"worker idle CPU, {p['parked']} parked (% of a core)",
+            c["idle_cpu_pct_of_core"],
+            b["idle_cpu_pct_of_core"],
+        )
+    )
+    k = r["worker_killed"]
+    rows.append(
+        (
+            "2 workers, 1 SIGKILLed: completed",
+            f"{k['completed']}/{k['cases']} in {k['seconds']} s",
+            "—",
+        )
+    )
+    lines = [
+        f"Benchmark {report.config['started']}, {report.config['mode']} run on "
+        f"{os.cpu_count()} cores: `python -m bench.run{small}`",
+        "",
+        "| measure | case | baseline |",
+        "|---|---|---|",
+        *[f"| {name} | {case} | {base} |" for name, case, base in rows],
+        "",
+        f"Billable actions of a happy-path case: {ch['by_kind']}",
+        "",
+        *(
+            [
+                "The small run keeps the benchmark from rotting; its samples are too few to "
+                "judge the targets, which the full run does.",
+                "",
+            ]
+            if small
+            else []
+        ),
+        "| target | measured | limit | holds |",
+        "|---|---|---|---|",
+    ]
+    for t in report.targets:
+        if t["measured"] is None:
+            lines.append(f"| {t['target']} | not measurable here | {t['limit']} | — |")
+            continue
+        holds = "yes" if t["holds"] else "**no**"
+        lines.append(f"| {t['target']} | {t['measured']} {t['unit']} | {t['limit']} | {holds} |")
+    return "\n".join(lines) + "\n"

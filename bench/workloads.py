@@ -1,0 +1,277 @@
+"""The measurements: throughput, update round-trip, timer precision, parked cases, a
+worker killed under load. Each fills its part of the report."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+
+from bench.drivers import (
+    baseline_happy_path,
+    case_happy_path,
+    case_json,
+    history_shape,
+    poll,
+    retrying,
+    run_all,
+)
+from bench.processes import start_worker
+from bench.report import Report, percentile
+from starter.api import CaseClient
+from workflows.models import CaseStatus, MessageResult
+
+BENCH_POLICY = Path(__file__).with_name("policy.toml")
+
+
+async def throughput(
+    report: Report, client: Client, case_tq: str, base_tq: str, sizes: list[int]
+) -> None:
+    desk = CaseClient(client, case_tq)
+    run = uuid.uuid4().hex[:6]
+    for n in sizes:
+        elapsed_b, ok_b = await run_all(
+            [baseline_happy_path(client, base_tq, f"base-{run}-{n}-{i}") for i in range(n)]
+        )
+        elapsed_c, ok_c = await run_all(
+            [case_happy_path(desk, f"B{run}-{n}-{i}", i) for i in range(n)]
+        )
+        report.results[f"throughput_n{n}"] = {
+            "n": n,
+            "baseline_per_s": round(ok_b / elapsed_b, 2),
+            "cases_per_s": round(ok_c / elapsed_c, 2),
+            "baseline_completed": ok_b,
+            "cases_completed": ok_c,
+        }
+        print(f"  N={n}: baseline {ok_b / elapsed_b:.1f}/s, cases {ok_c / elapsed_c:.1f}/s")
+    report.results["case_history"] = await history_shape(client, f"case-B{run}-{sizes[0]}-0")
+    report.results["baseline_history"] = await history_shape(client, f"base-{run}-{sizes[0]}-0")
+
+
+async def update_latency(
+    report: Report, client: Client, case_tq: str, base_tq: str, samples: int
+) -> None:
+    desk = CaseClient(client, case_tq)
+    run = uuid.uuid4().hex[:6]
+    ids = [f"U{run}-{i}" for i in range(samples)]
+    await asyncio.gather(*[desk.open(case_json(cid, i)) for i, cid in enumerate(ids)])
+    holders: dict[str, str] = {}
+    for cid in ids:
+
+        async def assigned(cid: str = cid) -> bool:
+            st = await desk.status(cid)
+            if st.stage == "resolve" and st.assignee:
+                holders[cid] = st.assignee
+                return True
+            return False
+
+        await poll(assigned, 0.1)
+        await desk.send(cid, "acknowledge", {"by": holders[cid]})
+        # above every supervisor's authority, so it needs an approver whoever holds the case
+        action = {"kind": "refund", "amount": 6000, "currency": "USD"}
+        await desk.send(cid, "request_approval", {"by": holders[cid], "action": action})
+    case_ms = []
+    for cid in ids:
+        st: CaseStatus = await desk.status(cid)
+        assert st.pending_approval is not None
+        approver = st.pending_approval.notified[0]
+        t0 = time.perf_counter()
+        result: MessageResult | None = await desk.send(
+            cid, "approve", {"by": approver, "note": "ok"}
+        )
+        case_ms.append((time.perf_counter() - t0) * 1000)
+        assert result is not None and result.accepted
+    base_ms = []
+    for i in range(samples):
+        wid = f"ubase-{run}-{i}"
+        handle = await client.start_workflow("BaselineCase", wid, id=wid, task_queue=base_tq)
+        await poll(lambda h=handle: h.query("ready"), 0.1)  # type: ignore[misc]
+        t0 = time.perf_counter()
+        await handle.execute_update("step", "approve")
+        base_ms.append((time.perf_counter() - t0) * 1000)
+    for cid in ids:
+        await desk.handle(cid).terminate("benchmark over")
+    for i in range(samples):
+        await client.get_workflow_handle(f"ubase-{run}-{i}").terminate("benchmark over")
+    report.results["approval_update_ms"] = {
+        "samples": samples,
+        "case_p50": round(percentile(case_ms, 50), 1),
+        "case_p99": round(percentile(case_ms, 99), 1),
+        "baseline_p50": round(percentile(base_ms, 50), 1),
+        "baseline_p99": round(percentile(base_ms, 99), 1),
+    }
+    print(f"  approval update: {report.results['approval_update_ms']}")
+
+
+async def timer_precision(
+    report: Report, client: Client, address: str, db_url: str, n: int, probes: int
+) -> None:
+    """How late an SLA escalation fires with n cases open on the worker.
+
+    n low-severity cases park on hours-long timers; then `probes` critical cases start at
+    5 a second, each escalating 30 s after assignment (bench/policy.toml). Lateness is the
+    time between a probe's ack deadline and the moment its breach was handled.
+    """
+    tq = f"timers-{uuid.uuid4().hex[:6]}"
+    worker = start_worker("case", address, tq, db_url, BENCH_POLICY)
+    desk = CaseClient(client, tq)
+    run = uuid.uuid4().hex[:6]
+    parked = [f"P{run}-bg-{i}" for i in range(n)]
+    probe_ids = [f"P{run}-probe-{i}" for i in range(probes)]
+    lateness: list[float] = []
+    try:
+
+        async def open_parked(i: int, cid: str) -> None:
+            await retrying(lambda: desk.open(case_json(cid, i, "low", f"park-{cid}")))
+
+        await gather_limited([open_parked(i, c) for i, c in enumerate(parked)], 100)
+        await settle_all(desk, parked)
+        for i, cid in enumerate(probe_ids):
+            await desk.open(case_json(cid, i, "critical", f"probe-{cid}"))
+            await asyncio.sleep(0.2)
+
+        async def late(cid: str) -> None:
+            for _ in range(120):
+                st = await retrying(lambda: desk.status(cid))
+                fired = [e for e in st.timeline if e.what == "ack SLA breached"]
+                if fired and st.breaches:
+                    lateness.append((fired[0].at - st.breaches[0].deadline).total_seconds())
+                    return
+                await asyncio.sleep(1)
+
+        await asyncio.sleep(30)
+        await gather_limited([late(cid) for cid in probe_ids])
+        await terminate_all(client, [f"case-{c}" for c in parked + probe_ids])
+    finally:
+        worker.stop()
+    report.results["escalation_lateness_s"] = {
+        "open_cases": n + probes,
+        "probes": probes,
+        "measured": len(lateness),
+        "p50": round(percentile(lateness, 50), 3),
+        "p99": round(percentile(lateness, 99), 3),
+        "max": round(max(lateness), 3) if lateness else None,
+    }
+    print(f"  escalation lateness: {report.results['escalation_lateness_s']}")
+
+
+async def settle_all(desk: CaseClient, ids: list[str]) -> None:
+    """Wait until every case sits in resolve with an assignee (parked on its timers)."""
+
+    async def settled(c: str) -> None:
+        async def check() -> bool:
+            st = await desk.status(c)
+            return st.stage == "resolve" and st.assignee is not None
+
+        await poll(check, 0.5)
+
+    await gather_limited([settled(c) for c in ids])
+
+
+async def warm_up(client: Client, kind: str, tq: str, n: int = 50) -> None:
+    """Run a few workflows to the end first, so one-off costs (imports, caches, the first
+    database connection) are not counted per parked case."""
+    run = uuid.uuid4().hex[:6]
+    if kind == "case":
+        desk = CaseClient(client, tq)
+        await asyncio.gather(*[case_happy_path(desk, f"W{run}-{i}", i) for i in range(n)])
+    else:
+        await asyncio.gather(*[baseline_happy_path(client, tq, f"w{run}-{i}") for i in range(n)])
+
+
+async def gather_limited(coros: list[Awaitable[Any]], limit: int = 50) -> None:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(coro: Awaitable[Any]) -> None:
+        async with sem:
+            await coro
+
+    await asyncio.gather(*[one(c) for c in coros])
+
+
+async def park_cases(client: Client, tq: str, n: int) -> list[str]:
+    """Open n cases and wait until each sits in resolve, on its SLA timers."""
+    desk = CaseClient(client, tq)
+    run = uuid.uuid4().hex[:6]
+    ids = [f"K{run}-{i}" for i in range(n)]
+    await gather_limited([desk.open(case_json(c, i)) for i, c in enumerate(ids)], 100)
+    await settle_all(desk, ids)
+    return [f"case-{c}" for c in ids]
+
+
+async def park_baseline(client: Client, tq: str, n: int) -> list[str]:
+    run = uuid.uuid4().hex[:6]
+    wids = [f"kbase-{run}-{i}" for i in range(n)]
+    await gather_limited(
+        [client.start_workflow("BaselineCase", w, id=w, task_queue=tq) for w in wids], 100
+    )
+
+    async def ready(w: str) -> None:
+        async def check() -> bool:
+            return bool(await client.get_workflow_handle(w).query("ready"))
+
+        await poll(check, 0.5)
+
+    await gather_limited([ready(w) for w in wids])
+    return wids
+
+
+async def terminate_all(client: Client, wids: list[str]) -> None:
+    await gather_limited(
+        [client.get_workflow_handle(w).terminate("benchmark over") for w in wids], 100
+    )
+
+
+async def parked(report: Report, client: Client, address: str, db_url: str, n: int) -> None:
+    """RSS and idle CPU of a worker holding n cases parked on SLA timers, vs the baseline."""
+    out: dict[str, Any] = {"parked": n}
+    for kind in ("baseline", "case"):
+        tq = f"park-{kind}-{uuid.uuid4().hex[:6]}"
+        worker = start_worker(kind, address, tq, db_url)
+        try:
+            await warm_up(client, kind, tq)
+            await asyncio.sleep(2)
+            rss0 = worker.rss_bytes()
+            park = park_cases if kind == "case" else park_baseline
+            wids = await park(client, tq, n)
+            await asyncio.sleep(5)  # let the last tasks settle
+            rss1 = worker.rss_bytes()
+            cpu0, t0 = worker.cpu_seconds(), time.monotonic()
+            await asyncio.sleep(20)
+            idle_pct = 100 * (worker.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+            out[kind] = {
+                "rss_idle_mb": round(rss0 / 2**20, 1),
+                "rss_parked_mb": round(rss1 / 2**20, 1),
+                "kb_per_cached": round((rss1 - rss0) / n / 1024, 1),
+                "idle_cpu_pct_of_core": round(idle_pct, 2),
+            }
+            await terminate_all(client, wids)
+        finally:
+            worker.stop()
+    report.results["parked"] = out
+    print(f"  parked: {out}")
+
+
+async def kill_one(report: Report, client: Client, address: str, db_url: str, n: int) -> None:
+    tq = f"kill-{uuid.uuid4().hex[:6]}"
+    workers = [start_worker("case", address, tq, db_url) for _ in range(2)]
+    desk = CaseClient(client, tq)
+    run = uuid.uuid4().hex[:6]
+    try:
+        task = asyncio.ensure_future(
+            run_all([case_happy_path(desk, f"X{run}-{i}", i) for i in range(n)])
+        )
+        await asyncio.sleep(2)
+        workers[0].stop(signal.SIGKILL)
+        elapsed, ok = await asyncio.wait_for(task, 600)
+    finally:
+        for w in workers:
+            w.stop()
+    report.results["worker_killed"] = {"cases": n, "completed": ok, "seconds": round(elapsed, 1)}
+    print(f"  one of two workers killed: {ok}/{n} completed in {elapsed:.1f}s")
