@@ -43,6 +43,8 @@ def message_flags(message: Message) -> list[tuple[str, dict[str, Any]]]:
             options["default"] = info.default
         if info.annotation is float:
             options["type"] = float
+        if info.description:
+            options["help"] = info.description
         flags.append((f"--{name.replace('_', '-')}", options))
     return flags
 

@@ -263,32 +263,50 @@ def next_due(s: CaseState) -> Due:
 def on_due(s: CaseState, due: Due, now: datetime, quiet_when_late: bool = True) -> list[Event]:
     """What the case does when `due` comes. A warning that comes due with its deadline passed
     as well (the server was down) says nothing when `quiet_when_late`: the breach speaks."""
-    policy = s.policy
-    if due.kind is DueKind.HARD_CAP:
-        return [HardCapReached()]
-    if due.kind is DueKind.CUSTOMER_UPDATE:
-        return [CustomerUpdated()]
-    if due.kind is DueKind.APPROVAL:
-        assert s.pending is not None
-        waited = s.pending.notified
-        nxt = rules.approvers_to_notify(policy, s.pending.approvers, s.approval_round + 1)
-        if nxt:
-            due_by = now + timedelta(seconds=policy.approval_timeout[s.severity])
-            return [ApprovalEscalated(waited, nxt, due_by)]
-        last = ", ".join(waited)
-        return [
-            ApprovalDecided("expired", None, f"no decision from anyone authorised (last: {last})")
-        ]
-    assert due.clock is not None
-    deadline = sla_deadline(s, due.clock)
     if due.kind is DueKind.WARNING:
+        assert due.clock is not None
+        deadline = sla_deadline(s, due.clock)
         return [SlaWarned(due.clock, deadline, silent=quiet_when_late and deadline <= now)]
-    top = rules.next_tier(policy, s.tier) is None
-    breach: list[Event] = [SlaBreached(due.clock, deadline, top_tier=top)]
+    return ON_DUE[due.kind](s, due, now)
+
+
+def _hard_cap(s: CaseState, due: Due, now: datetime) -> list[Event]:
+    return [HardCapReached()]
+
+
+def _customer_update(s: CaseState, due: Due, now: datetime) -> list[Event]:
+    return [CustomerUpdated()]
+
+
+def _approval_timeout(s: CaseState, due: Due, now: datetime) -> list[Event]:
+    """Nobody decided in time: ask the next tier of approvers, or let the request expire."""
+    assert s.pending is not None
+    waited = s.pending.notified
+    nxt = rules.approvers_to_notify(s.policy, s.pending.approvers, s.approval_round + 1)
+    if nxt:
+        due_by = now + timedelta(seconds=s.policy.approval_timeout[s.severity])
+        return [ApprovalEscalated(waited, nxt, due_by)]
+    last = ", ".join(waited)
+    return [ApprovalDecided("expired", None, f"no decision from anyone authorised (last: {last})")]
+
+
+def _breach(s: CaseState, due: Due, now: datetime) -> list[Event]:
+    """A missed deadline moves the case up a tier; at the top it is reported and stays open."""
+    assert due.clock is not None
+    top = rules.next_tier(s.policy, s.tier) is None
+    breach: list[Event] = [SlaBreached(due.clock, sla_deadline(s, due.clock), top_tier=top)]
     if top:
         return breach
     reason = f"{due.clock.value} SLA breached at tier {s.tier}"
     return [*breach, Escalated(None, reason, automatic=True)]
+
+
+ON_DUE: dict[DueKind, Callable[[CaseState, Due, datetime], list[Event]]] = {
+    DueKind.HARD_CAP: _hard_cap,
+    DueKind.CUSTOMER_UPDATE: _customer_update,
+    DueKind.APPROVAL: _approval_timeout,
+    DueKind.BREACH: _breach,
+}
 
 
 def sla_deadline(s: CaseState, clock: Clock) -> datetime:

@@ -90,7 +90,7 @@ def identify(
         opened_at=opening.opened_at,
         hard_cap_at=opening.opened_at + timedelta(seconds=policy.hard_cap),
         severity=severity,
-        escalation_type=rules.escalation_type_at_start(policy, tier),  # type: ignore[arg-type]
+        escalation_type=rules.escalation_type_at_start(policy, tier),
         skill=skill,
         tier=tier,
         department=department,

@@ -109,7 +109,9 @@ class Resolve(Strict):
 class Escalate(Strict):
     by: PersonRef
     reason: NonEmpty
-    department: str | None = None
+    department: Annotated[
+        str | None, Field(description="transfer to this department instead of going up a tier")
+    ] = None
 
 
 class RequestApproval(Strict):

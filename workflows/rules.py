@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from workflows.models import SEVERITIES, Action, Severity
+from workflows.models import SEVERITIES, Action, EscalationType, Severity
 from workflows.policy import Person, Policy, TierPolicy
 from workflows.wording import fmt_duration
 
@@ -63,7 +63,7 @@ def next_tier(policy: Policy, level: int) -> int | None:
     return levels[i + 1] if i + 1 < len(levels) else None
 
 
-def escalation_type_at_start(policy: Policy, level: int) -> str:
+def escalation_type_at_start(policy: Policy, level: int) -> EscalationType:
     """Starting above the first desk tier means the case went up the chain of authority."""
     return "hierarchical" if level > policy.tiers[0].level else "functional"
 
