@@ -11,18 +11,18 @@ from workflows.models import Action, ApprovalDecision, TimelineEntry
 from workflows.state import Clock
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Acknowledged:
     by: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Resolved:
     by: str
     resolution: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Escalated:
     """Up one tier in the same department (hierarchical)."""
 
@@ -31,7 +31,7 @@ class Escalated:
     automatic: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transferred:
     """To another department at the same tier (functional)."""
 
@@ -40,7 +40,7 @@ class Transferred:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApprovalRequested:
     by: str
     action: Action
@@ -49,7 +49,7 @@ class ApprovalRequested:
     due_by: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApprovalEscalated:
     """Nobody decided in time: the next tier of approvers is asked."""
 
@@ -58,32 +58,32 @@ class ApprovalEscalated:
     due_by: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApprovalDecided:
     decision: ApprovalDecision
     by: str | None
     note: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WaitingForCustomer:
     by: str
     question: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CustomerReplied:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CustomerAskedAtTop:
     """The customer asked to escalate a case already at the top tier."""
 
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MessageIgnored:
     """An invalid signal: noted in the timeline, otherwise ignored."""
 
@@ -91,42 +91,42 @@ class MessageIgnored:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SlaWarned:
     clock: Clock
     deadline: datetime
     silent: bool = False  # came due with its deadline passed too: the breach speaks
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SlaBreached:
     clock: Clock
     deadline: datetime
     top_tier: bool  # nowhere left to escalate: the case is reported up and stays open
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CustomerUpdated:
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HardCapReached:
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AssignmentStarted:
     """The pick of the next person begins; its timeline line is reserved now."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Assigned:
     assignee: str
     entry: TimelineEntry  # written by the assignment, which knows who and their load
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReportedUp:
     recipients: list[str]
 

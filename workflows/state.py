@@ -28,7 +28,7 @@ from workflows.policy import Policy
 from workflows.rules import Clocks
 
 
-@dataclass
+@dataclass(slots=True)
 class Opening:
     """A case before identify: its input and the first lines of its timeline (a signal can
     come before the case has even read its input)."""
@@ -43,7 +43,7 @@ class Clock(StrEnum):
     RESOLVE = "resolve"
 
 
-@dataclass
+@dataclass(slots=True)
 class CaseState:
     case: CaseInput
     policy: Policy
@@ -96,7 +96,7 @@ class DueKind(StrEnum):
     CUSTOMER_UPDATE = "customer_update"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Due:
     """The next instant at which the case acts by itself, and what it will do then."""
 
