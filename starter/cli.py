@@ -24,8 +24,14 @@ from activities.records import Records
 from starter.api import CaseClient, CaseError, validate_case
 from starter.config import exit_now
 from starter.demo import run_demo
-from starter.reporting import build_report, case_history, write_chart
-from starter.views import print_history, print_listing, print_report, print_status
+from starter.reporting import build_report, case_history, case_messages, write_chart
+from starter.views import (
+    print_history,
+    print_listing,
+    print_messages,
+    print_report,
+    print_status,
+)
 from workflows.messages import MESSAGES, Message
 from workflows.models import SEVERITIES
 
@@ -106,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("history", help="a case's audit trail from the records")
     h.add_argument("case_id")
     h.add_argument("--json", action="store_true")
+
+    ms = sub.add_parser("messages", help="a case's outbox: every message it sent, and its state")
+    ms.add_argument("case_id")
+    ms.add_argument("--json", action="store_true")
 
     rp = sub.add_parser("report", help="volume, tiers, breaches, approvals from the records")
     rp.add_argument("--since", help="only cases opened since (ISO date or datetime)")
@@ -310,6 +320,30 @@ async def history(records: Records, args: argparse.Namespace) -> None:
     print(json.dumps(out, indent=2))
 
 
+async def messages(records: Records, args: argparse.Namespace) -> None:
+    rows = await case_messages(records, args.case_id)
+    if not rows:
+        raise CaseError(f"case_id: no messages for case {args.case_id}")
+    if not args.json:
+        print_messages(args.case_id, rows)
+        return
+    out = [
+        {
+            "key": r.key,
+            "audience": r.channel,
+            "recipient": r.recipient,
+            "address": r.address,
+            "subject": r.subject,
+            "body": r.body,
+            "queued_at": r.created_at.isoformat().replace("+00:00", "Z"),
+            "state": "sent" if r.sent_at else "queued",
+            "sent_at": r.sent_at.isoformat().replace("+00:00", "Z") if r.sent_at else None,
+        }
+        for r in rows
+    ]
+    print(json.dumps(out, indent=2))
+
+
 async def report(records: Records, args: argparse.Namespace) -> None:
     since = parse_since(args.since) if args.since else None
     rep = await build_report(records, since)
@@ -328,6 +362,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "list": list_cases,
     "demo": demo,
     "history": on_records(history),
+    "messages": on_records(messages),
     "report": on_records(report),
     "db": on_records(schema),
     **{m.command: send_message for m in MESSAGES.values()},

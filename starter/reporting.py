@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from activities.records import CaseRow, Records, ReportRow, TimelineRow
+from activities.records import CaseRow, MessageRow, Records, ReportRow, TimelineRow
 from workflows.models import SEVERITIES
 
 
@@ -168,6 +168,15 @@ async def case_history(records: Records, case_id: str) -> list[TimelineRow]:
     async with records.sessions() as s:
         rows = await s.scalars(
             select(TimelineRow).where(TimelineRow.case_id == case_id).order_by(TimelineRow.seq)
+        )
+        return list(rows.all())
+
+
+async def case_messages(records: Records, case_id: str) -> list[MessageRow]:
+    """A case's outbox, oldest first: every notification and customer update it queued."""
+    async with records.sessions() as s:
+        rows = await s.scalars(
+            select(MessageRow).where(MessageRow.case_id == case_id).order_by(MessageRow.id)
         )
         return list(rows.all())
 

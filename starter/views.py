@@ -8,7 +8,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from activities.records import TimelineRow
+from activities.records import MessageRow, TimelineRow
 from starter.api import CaseListing
 from starter.reporting import DeskReport
 from workflows.models import SEVERITIES, CaseStatus
@@ -142,3 +142,14 @@ def print_report(rep: DeskReport) -> None:
 def _dur(hours: float | None) -> str:
     """Hours from the report as a manager reads them: '1d 4h', '2h 10m', '36s'."""
     return "—" if hours is None else fmt_duration(hours * 3600)
+
+
+def print_messages(case_id: str, rows: list[MessageRow]) -> None:
+    table = Table(title=f"Case {case_id}: messages", box=box.SIMPLE_HEAD)
+    for col in ("queued (UTC)", "to", "audience", "subject", "state"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        state = f"sent {r.sent_at:%H:%M:%S}" if r.sent_at else "queued"
+        to = f"{r.recipient} <{r.address}>"
+        table.add_row(f"{r.created_at:%Y-%m-%d %H:%M:%S}", to, r.channel, r.subject, state)
+    Console().print(table)
