@@ -15,17 +15,13 @@ from typing import Any
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
 
 from workflows.activity_models import CaseSnapshot, OutboundMessage
-from workflows.wording import fmt_duration, fmt_money
+from workflows.wording import clock_verb, fmt_duration, fmt_money
 
 BUNDLED_TEMPLATES = Path(__file__).with_name("templates")
 
 
 def _money(action: dict[str, Any]) -> str:
     return fmt_money(float(action["amount"]), str(action["currency"]))
-
-
-def _clock_verb(clock: str) -> str:
-    return "acknowledged" if clock == "ack" else "resolved"
 
 
 class Renderer:
@@ -42,7 +38,7 @@ class Renderer:
         self.env.filters.update(
             duration=fmt_duration,
             money=_money,
-            clock_verb=_clock_verb,
+            clock_verb=clock_verb,
             tojson_pretty=lambda value: json.dumps(value, indent=2),
         )
 

@@ -34,6 +34,7 @@ from starter.views import (
 )
 from workflows.messages import MESSAGES, Message
 from workflows.models import SEVERITIES
+from workflows.wording import iso_z
 
 
 def message_flags(message: Message) -> list[tuple[str, dict[str, Any]]]:
@@ -216,7 +217,7 @@ def list_query(args: argparse.Namespace) -> str:
         parts.append("ExecutionStatus = 'Running'")
     if args.since:
         since = parse_since(args.since)
-        parts.append(f"StartTime >= '{since.isoformat().replace('+00:00', 'Z')}'")
+        parts.append(f"StartTime >= '{iso_z(since)}'")
     if args.query:
         parts.append(f"({args.query})")
     return " AND ".join(parts)
@@ -309,7 +310,7 @@ async def history(records: Records, args: argparse.Namespace) -> None:
     out = [
         {
             "seq": r.seq,
-            "at": r.at.isoformat().replace("+00:00", "Z"),
+            "at": iso_z(r.at),
             "tier": r.tier,
             "what": r.what,
             "by": r.by,
@@ -335,9 +336,9 @@ async def messages(records: Records, args: argparse.Namespace) -> None:
             "address": r.address,
             "subject": r.subject,
             "body": r.body,
-            "queued_at": r.created_at.isoformat().replace("+00:00", "Z"),
+            "queued_at": iso_z(r.created_at),
             "state": "sent" if r.sent_at else "queued",
-            "sent_at": r.sent_at.isoformat().replace("+00:00", "Z") if r.sent_at else None,
+            "sent_at": iso_z(r.sent_at) if r.sent_at else None,
         }
         for r in rows
     ]

@@ -44,10 +44,8 @@ from workflows.models import (
 )
 from workflows.policy import Policy
 from workflows.projections import report
-from workflows.state import CaseState, Clock, Opening
-from workflows.wording import fmt_duration, fmt_money
-
-VERB = {Clock.ACK: "acknowledged", Clock.RESOLVE: "resolved"}
+from workflows.state import CaseState, Opening
+from workflows.wording import clock_verb, fmt_duration, fmt_money
 
 
 def open_case(opening: Opening, case: CaseInput, now: datetime) -> None:
@@ -216,7 +214,7 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             if silent:
                 return
             left = fmt_duration((deadline - now).total_seconds())
-            verb = VERB[clock]
+            verb = clock_verb(clock)
             _note(
                 state,
                 now,
@@ -247,7 +245,7 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
                 now,
                 f"{clock.value} SLA breached",
                 None,
-                f"not {VERB[clock]} by {deadline.isoformat()} at tier {state.tier}",
+                f"not {clock_verb(clock)} by {deadline.isoformat()} at tier {state.tier}",
             )
             if top_tier:
                 state.sla_breached = True

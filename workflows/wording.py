@@ -5,6 +5,8 @@ Customer and staff messages are templates (activities/templates); they use these
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 def fmt_duration(seconds: float) -> str:
     """3600 -> '1h', 5400 -> '1h 30m', 172800 -> '2d'."""
@@ -22,3 +24,13 @@ def fmt_duration(seconds: float) -> str:
 def fmt_money(amount: float, currency: str) -> str:
     """250 USD -> '250.00 USD'."""
     return f"{amount:.2f} {currency}"
+
+
+def clock_verb(clock: str) -> str:
+    """What a clock waits for: 'ack' -> 'acknowledged', 'resolve' -> 'resolved'."""
+    return "acknowledged" if clock == "ack" else "resolved"
+
+
+def iso_z(at: datetime) -> str:
+    """A UTC instant as raw JSON clients read it: '2026-11-23T10:00:00Z'."""
+    return at.isoformat().replace("+00:00", "Z")
