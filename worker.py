@@ -1,13 +1,18 @@
 """Runs a worker for the `escalations` task queue; `--dev` also runs the embedded Temporal server.
 
 escalation-worker          # against $TEMPORAL_ADDRESS (a cluster, or a dev server)
-escalation-worker --dev    # starts `temporal server start-dev` (UI on :8233) and a worker
+escalation-worker --dev    # starts `temporal server start-dev` (UI on :8233), a worker and
+                           # the web app (approval links, the dev outbox) on :8000
+
+Beside the workflows and activities, the worker runs the outbox relay that delivers messages
+(activities/relay.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -27,10 +32,13 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.case_activities import CaseActivities
+from activities.channels import Channels, Delivery
+from activities.links import Links
 from activities.migrate import upgrade
-from activities.notify import LogNotifier, Notifier
 from activities.policy_file import PolicySource
 from activities.records import Records
+from activities.relay import Relay, failure_text
+from activities.render import Renderer
 from starter.config import Settings, connect, exit_now
 from starter.devserver import DevServer, DevServerError, port_in_use
 from workflows import search_attributes as sa
@@ -119,30 +127,60 @@ async def connect_with_retry(settings: Settings, attempts: int = 30) -> Client:
     raise AssertionError("unreachable")
 
 
+def tell_case(client: Client) -> Any:
+    """The relay's hook for a message given up: a line in the running case's timeline."""
+
+    async def on_failed(d: Delivery, reason: str) -> None:
+        handle = client.get_workflow_handle(f"case-{d.case_id}")
+        await handle.signal("delivery_failed", failure_text(d, reason))
+
+    return on_failed
+
+
 async def run_worker(
     settings: Settings,
     records: Records,
     policy: PolicySource,
-    notifier: Notifier | None = None,
+    channels: Channels | None = None,
+    links: Links | None = None,
     stop: asyncio.Event | None = None,
     migrate: bool = True,
+    web_port: int | None = None,
 ) -> None:
     client = await connect_with_retry(settings)
     await ensure_search_attributes(client, settings.namespace)
     if migrate:
         log.info("records at schema revision %s", await upgrade(records.engine))
-    acts = CaseActivities(records, notifier or LogNotifier(), policy)
+    channels = channels or Channels.from_env()
+    relay = Relay(records, channels, on_failed=tell_case(client))
+    acts = CaseActivities(records, channels, policy, Renderer(links=links), queued=relay.wake)
     worker = build_worker(client, settings.task_queue, acts)
     log.info(
-        "worker on %s, namespace %s, task queue %s, policy %s",
+        "worker on %s, namespace %s, task queue %s, policy %s; delivery by %s",
         settings.address,
         settings.namespace,
         settings.task_queue,
         policy.policy.version,
+        ", ".join(sorted(channels.senders)),
     )
-    async with worker:
-        await (stop or asyncio.Event()).wait()
-    await records.close()
+    tasks = [asyncio.create_task(relay.run(), name="relay")]
+    if web_port is not None and links is not None:
+        from starter.web import serve
+
+        tasks.append(
+            asyncio.create_task(serve(client, links, "127.0.0.1", web_port, records), name="web")
+        )
+        log.info("web app (approval links, outbox): %s/outbox", links.base_url)
+    try:
+        async with worker:
+            await (stop or asyncio.Event()).wait()
+        with contextlib.suppress(TimeoutError):  # a clean stop hands over what is queued
+            await relay.drain(within=5)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await records.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -151,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data-dir", default="data", help="where --dev keeps its files (./data)")
     parser.add_argument("--port", type=int, default=7233, help="--dev frontend port")
     parser.add_argument("--ui-port", type=int, default=8233, help="--dev Web UI port")
+    parser.add_argument("--web-port", type=int, default=8000, help="--dev web app port")
     parser.add_argument("--policy", help="policy file (default $ESCALATION_POLICY or bundled)")
     parser.add_argument(
         "--no-migrate", action="store_true", help="do not bring the records' schema to head"
@@ -166,8 +205,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"policy error: {err}") from None
     settings = Settings()
     server: DevServer | None = None
+    try:
+        channels = Channels.from_env()
+        links = Links.from_env(Path(args.data_dir) if args.dev else None)
+    except ValueError as err:
+        raise SystemExit(f"configuration error: {err}") from None
     if args.dev:
-        for port in (args.port, args.ui_port):
+        for port in (args.port, args.ui_port, args.web_port):
             if port_in_use(port):
                 raise SystemExit(
                     f"port {port} is already in use (another `escalation-worker --dev`?); "
@@ -183,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = Settings(address=server.address, namespace="default")
         log.info("Temporal UI: http://localhost:%d  (frontend %s)", server.ui_port, server.address)
     try:
-        asyncio.run(_serve(settings, policy, migrate=not args.no_migrate))
+        web_port = args.web_port if args.dev else None
+        asyncio.run(_serve(settings, policy, channels, links, not args.no_migrate, web_port))
     except KeyboardInterrupt:
         pass
     finally:
@@ -192,12 +237,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     exit_now(0)
 
 
-async def _serve(settings: Settings, policy: PolicySource, migrate: bool) -> None:
+async def _serve(
+    settings: Settings,
+    policy: PolicySource,
+    channels: Channels,
+    links: Links | None,
+    migrate: bool,
+    web_port: int | None,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await run_worker(settings, Records.from_url(), policy, stop=stop, migrate=migrate)
+    records = Records.from_url()
+    await run_worker(
+        settings, records, policy, channels, links, stop=stop, migrate=migrate, web_port=web_port
+    )
 
 
 if __name__ == "__main__":

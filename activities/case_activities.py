@@ -1,10 +1,10 @@
-"""Side effects of a case: open it in the records, assign, record transitions, send messages.
+"""Side effects of a case: open it in the records, assign, record transitions, queue messages.
 
 Each activity is one database transaction keyed by workflow id + run id + step, so a retry
 (after a timeout that did write, say) finds its earlier rows and writes nothing twice.
-Messages go to an outbox in the same transaction, rendered from the case's notices, and are
-delivered after it commits; a message is marked sent once delivered and never delivered again
-from the outbox.
+Messages go to the outbox in the same transaction, rendered from the case's notices, one row
+per channel they leave by (mail or the log, the person's chat channels, a webhook per case
+event); the relay (activities/relay.py) delivers them, so no channel ever holds up a case.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.notify import Notifier
+from activities.channels import Channels
 from activities.records import AssignmentRow, CaseRow, MessageRow, Records, ReportRow, TimelineRow
 from activities.render import Renderer
 from workflows.activity_models import (
@@ -33,7 +33,23 @@ from workflows.activity_models import (
 )
 from workflows.models import TimelineEntry
 from workflows.policy import Policy
-from workflows.rules import candidates, pick_assignee
+from workflows.rules import candidates, find_person, pick_assignee
+
+# timeline lines that backends hear about, as Standard Webhooks event types
+WEBHOOK_EVENTS = {
+    "opened": "opened",
+    "assigned": "assigned",
+    "escalated": "escalated",
+    "transferred": "transferred",
+    "ack SLA warning": "sla_warning",
+    "resolve SLA warning": "sla_warning",
+    "ack SLA breached": "sla_breached",
+    "resolve SLA breached": "sla_breached",
+    "approval requested": "approval_requested",
+    "approval approved": "approval_decided",
+    "approval rejected": "approval_decided",
+    "resolved": "resolved",
+}
 
 
 def _now() -> datetime:
@@ -44,14 +60,16 @@ class CaseActivities:
     def __init__(
         self,
         records: Records,
-        notifier: Notifier,
+        channels: Channels,
         policy: Callable[[], Policy],
         renderer: Renderer | None = None,
+        queued: Callable[[], None] | None = None,
     ) -> None:
         self.records = records
-        self.notifier = notifier
+        self.channels = channels
         self.policy = policy
         self.renderer = renderer or Renderer()
+        self.queued = queued or (lambda: None)  # wakes the relay
 
     @activity.defn(name="read_clock")
     async def read_clock(self) -> None:
@@ -179,17 +197,15 @@ class CaseActivities:
                 },
             )
             await self._write(s, snap, [*t.timeline, entry], [*t.messages, notice], t)
-            pending = await self._undelivered(s, snap.case_id)
-        await self._deliver(pending)
+        self.queued()
         return AssignResult(assignee=person.id, entry=entry)
 
     @activity.defn(name="record_transition")
     async def record_transition(self, t: Transition) -> None:
-        """Write the case's new state, timeline lines and outbox in one transaction; deliver."""
+        """Write the case's new state, timeline lines and outbox in one transaction."""
         async with self.records.transaction() as s:
             await self._write(s, t.snapshot, t.timeline, t.messages, t)
-            pending = await self._undelivered(s, t.snapshot.case_id)
-        await self._deliver(pending)
+        self.queued()
 
     async def _write(
         self,
@@ -234,24 +250,10 @@ class CaseActivities:
             for e in timeline
         ]
         await self._insert_new(s, TimelineRow, rows)
-        await self._insert_new(
-            s,
-            MessageRow,
-            [
-                {
-                    "key": m.key,
-                    "case_id": snap.case_id,
-                    "channel": m.channel,
-                    "recipient": m.recipient,
-                    "address": m.address,
-                    "subject": m.subject[:300],
-                    "body": m.body,
-                    "created_at": now,
-                    "sent_at": None,
-                }
-                for m in messages
-            ],
-        )
+        deliveries = [d for m in messages for d in self._deliveries(m, snap, now)]
+        if self.channels.webhook_url:
+            deliveries += self._webhooks(snap, timeline, t, now)
+        await self._insert_new(s, MessageRow, deliveries)
         if t.report is not None:
             r = t.report
             await self._insert_new(
@@ -277,40 +279,80 @@ class CaseActivities:
         """Insert rows whose key is not there yet (ON CONFLICT DO NOTHING on both backends)."""
         if not rows:
             return
+        columns = {c for row in rows for c in row}
+        rows = [{c: row.get(c) for c in columns} for row in rows]  # one shape for a multi-insert
         dialect = s.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
         stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=["key"])
         await s.execute(stmt)
 
-    @staticmethod
-    async def _undelivered(s: AsyncSession, case_id: str) -> list[MessageRow]:
-        rows = await s.scalars(
-            select(MessageRow)
-            .where(MessageRow.case_id == case_id, MessageRow.sent_at.is_(None))
-            .order_by(MessageRow.id)
-        )
-        return list(rows.all())
+    def _deliveries(
+        self, m: OutboundMessage, snap: CaseSnapshot, now: datetime
+    ) -> list[dict[str, object]]:
+        """Mail (or the log) for every message; an internal one also to each chat channel
+        its person keeps for this severity (from the worker's policy: URLs hold tokens)."""
+        base: dict[str, object] = {
+            "case_id": snap.case_id,
+            "channel": m.channel,
+            "recipient": m.recipient,
+            "address": m.address[:254],
+            "subject": m.subject[:300],
+            "body": m.body,
+            "html": m.html,
+            "short": m.short,
+            "created_at": now,
+            "status": "queued",
+            "attempts": 0,
+        }
+        rows = [{**base, "key": m.key, "medium": "mail" if self.channels.mail else "log"}]
+        person = find_person(self.policy(), m.recipient) if m.channel == "internal" else None
+        for i, ch in enumerate(person.channels if person else []):
+            if snap.severity in ch.severities:
+                rows.append({**base, "key": f"{m.key}:chat{i}", "medium": "chat", "target": ch.url})
+        return rows
 
-    async def _deliver(self, pending: list[MessageRow]) -> None:
-        """Send the case's undelivered messages (read in the write that queued them), then
-        mark them sent in one write. A crash between the two re-sends at most that batch on
-        the retry; the outbox rows themselves are never duplicated."""
-        if not pending:
-            return
-        for row in pending:
-            await self.notifier.send(
-                OutboundMessage(
-                    key=row.key,
-                    channel=row.channel,
-                    recipient=row.recipient,
-                    address=row.address,
-                    subject=row.subject,
-                    body=row.body,
-                )
-            )
-        async with self.records.transaction() as s:
-            await s.execute(
-                update(MessageRow)
-                .where(MessageRow.id.in_([row.id for row in pending]), MessageRow.sent_at.is_(None))
-                .values(sent_at=_now())
-            )
+    def _webhooks(
+        self,
+        snap: CaseSnapshot,
+        timeline: Sequence[TimelineEntry],
+        t: Transition,
+        now: datetime,
+    ) -> list[dict[str, object]]:
+        """One signed event per timeline line a backend cares about; `webhook-id` is the
+        row's key, the same on every retry."""
+        url = self.channels.webhook_url or ""
+        status = snap.model_dump(mode="json")
+        events: list[tuple[str, str, TimelineEntry | None]] = [
+            (f"{snap.workflow_id}:{snap.run_id}:t{e.seq}:webhook", WEBHOOK_EVENTS[e.what], e)
+            for e in timeline
+            if e.what in WEBHOOK_EVENTS
+        ]
+        if t.report is not None:
+            events.append((f"{t.key}:closed:webhook", "closed", None))
+        return [
+            {
+                "key": key,
+                "case_id": snap.case_id,
+                "channel": "internal",
+                "recipient": "webhook",
+                "address": url[:254],
+                "subject": f"{kind}: {snap.case_id}",
+                "body": entry.details if entry else snap.outcome or "",
+                "medium": "webhook",
+                "target": url,
+                "payload": {
+                    "type": f"case.{kind}",
+                    "timestamp": (entry.at if entry else now).isoformat(),
+                    "data": {
+                        "case_id": snap.case_id,
+                        "event": kind,
+                        "timeline": entry.model_dump(mode="json") if entry else None,
+                        "status": status,
+                    },
+                },
+                "created_at": now,
+                "status": "queued",
+                "attempts": 0,
+            }
+            for key, kind, entry in events
+        ]

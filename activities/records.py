@@ -20,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -106,6 +107,7 @@ class TimelineRow(Base):
 
 class MessageRow(Base):
     __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_status_next", "status", "next_attempt_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
@@ -117,6 +119,17 @@ class MessageRow(Base):
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    # delivery: one row per message and medium; the relay (activities/relay.py) moves it on
+    medium: Mapped[str] = mapped_column(String(10), default="log")  # mail|chat|webhook|log
+    target: Mapped[str | None] = mapped_column(Text)  # an Apprise or webhook URL
+    html: Mapped[str | None] = mapped_column(Text)
+    short: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a webhook's event
+    status: Mapped[str] = mapped_column(String(10), default="queued")  # queued|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class AssignmentRow(Base):

@@ -1,21 +1,33 @@
 """Notices into messages: each notice names a template in activities/templates (or in the
 folder $ESCALATION_TEMPLATES, whose files override the bundled ones) and carries its facts.
 
-`<name>.subject.txt` and `<name>.body.txt` make the plain-text message. Templates see the case
-as the records keep it (`case`: CaseSnapshot) and the notice's own facts.
+Per notice `<name>`: `.subject.txt` and `.body.txt` make the plain-text message; `.html` the
+HTML part of a mail (else `_layout.html` around the plain body); `.chat.txt` the short form
+for chat (else `_chat.txt`). HTML is autoescaped, text is not. Templates see the case as the
+records keep it (`case`: CaseSnapshot), the notice's own facts and `approval_url` (a signed
+link for an approver, or None).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    select_autoescape,
+)
 
+from activities.links import ApprovalClaim, Links
 from workflows.activity_models import CaseSnapshot, OutboundMessage
-from workflows.wording import clock_verb, fmt_duration, fmt_money
+from workflows.wording import clock_verb, fmt_duration, fmt_money, fmt_when
 
 BUNDLED_TEMPLATES = Path(__file__).with_name("templates")
 
@@ -25,28 +37,67 @@ def _money(action: dict[str, Any]) -> str:
 
 
 class Renderer:
-    def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, folder: str | os.PathLike[str] | None = None, links: Links | None = None
+    ) -> None:
         override = folder or os.environ.get("ESCALATION_TEMPLATES")
         folders = [*([Path(override)] if override else []), BUNDLED_TEMPLATES]
+        self.links = links
         self.env = Environment(
             loader=ChoiceLoader([FileSystemLoader(f) for f in folders]),
             undefined=StrictUndefined,  # a fact a template needs and did not get is an error
             trim_blocks=True,
             lstrip_blocks=True,
-            autoescape=False,  # plain text
+            autoescape=select_autoescape(["html"], default_for_string=False, default=False),
         )
         self.env.filters.update(
             duration=fmt_duration,
             money=_money,
             clock_verb=clock_verb,
+            when=fmt_when,
             tojson_pretty=lambda value: json.dumps(value, indent=2),
         )
 
+    def _first(self, *names: str) -> Any:
+        for name in names[:-1]:
+            try:
+                return self.env.get_template(name)
+            except TemplateNotFound:
+                continue
+        return self.env.get_template(names[-1])
+
+    def approval_url(self, message: OutboundMessage, case: CaseSnapshot) -> str | None:
+        """Only an approver's own notice carries a link; customers' messages never do."""
+        facts = message.facts
+        if (
+            self.links is None
+            or message.channel != "internal"
+            or message.template != "approval_needed"
+            or not facts.get("requested_at")
+        ):
+            return None
+        due = facts.get("due_by")
+        expires = datetime.fromisoformat(due) if due else None
+        claim = ApprovalClaim(
+            case_id=case.case_id,
+            requested_at=str(facts["requested_at"]),
+            approver=str(facts["approver"]),
+            expires=int(expires.timestamp()) if expires else 2**31,
+        )
+        return self.links.approval_url(claim)
+
     def render(self, message: OutboundMessage, case: CaseSnapshot) -> OutboundMessage:
-        """The message with its subject and body; one already rendered is kept as it is."""
+        """The message with its subject, body, HTML and short form; one already rendered
+        (queued as text by an older case) is kept as it is."""
         if message.template is None:
             return message
-        context = {**message.facts, "case": case}
-        subject = self.env.get_template(f"{message.template}.subject.txt").render(context)
-        body = self.env.get_template(f"{message.template}.body.txt").render(context)
-        return message.model_copy(update={"subject": subject.strip(), "body": body})
+        name = message.template
+        context = {**message.facts, "case": case, "approval_url": self.approval_url(message, case)}
+        subject = self.env.get_template(f"{name}.subject.txt").render(context).strip()
+        body = self.env.get_template(f"{name}.body.txt").render(context)
+        context.update(subject=subject, body=body)
+        html = self._first(f"{name}.html", "_layout.html").render(context)
+        short = self._first(f"{name}.chat.txt", "_chat.txt").render(context).strip()
+        return message.model_copy(
+            update={"subject": subject, "body": body, "html": html, "short": short}
+        )

@@ -10,10 +10,11 @@ import signal
 from temporalio.worker import Worker
 
 from activities.case_activities import CaseActivities
+from activities.channels import Channels
 from activities.migrate import upgrade
-from activities.notify import LogNotifier
 from activities.policy_file import PolicySource
 from activities.records import Records
+from activities.relay import Relay
 from bench.baseline import BaselineCase, noop
 from starter.config import Settings, connect, exit_now
 from worker import build_worker
@@ -28,6 +29,7 @@ async def serve(kind: str, max_cached: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     worker: Worker
     records: Records | None = None
+    relay: asyncio.Task[None] | None = None
     if kind == "baseline":
         worker = Worker(
             client,
@@ -39,11 +41,17 @@ async def serve(kind: str, max_cached: int) -> None:
     else:
         records = Records.from_url()
         await upgrade(records.engine)
-        acts = CaseActivities(records, LogNotifier(), PolicySource())
+        channels = Channels.from_env()  # the product's delivery: the log unless configured
+        outbox = Relay(records, channels)
+        relay = asyncio.create_task(outbox.run())
+        acts = CaseActivities(records, channels, PolicySource(), queued=outbox.wake)
         worker = build_worker(client, settings.task_queue, acts, max_cached_workflows=max_cached)
     async with worker:
         print("ready", flush=True)
         await stop.wait()
+    if relay is not None:
+        relay.cancel()
+        await asyncio.gather(relay, return_exceptions=True)
     if records is not None:
         await records.close()
 

@@ -336,8 +336,11 @@ async def messages(records: Records, args: argparse.Namespace) -> None:
             "address": r.address,
             "subject": r.subject,
             "body": r.body,
+            "via": r.medium,
             "queued_at": iso_z(r.created_at),
-            "state": "sent" if r.sent_at else "queued",
+            "state": r.status,
+            "attempts": r.attempts,
+            "reason": r.reason,
             "sent_at": iso_z(r.sent_at) if r.sent_at else None,
         }
         for r in rows

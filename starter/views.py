@@ -146,10 +146,14 @@ def _dur(hours: float | None) -> str:
 
 def print_messages(case_id: str, rows: list[MessageRow]) -> None:
     table = Table(title=f"Case {case_id}: messages", box=box.SIMPLE_HEAD)
-    for col in ("queued (UTC)", "to", "audience", "subject", "state"):
+    for col in ("queued (UTC)", "to", "via", "subject", "state"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        state = f"sent {r.sent_at:%H:%M:%S}" if r.sent_at else "queued"
-        to = f"{r.recipient} <{r.address}>"
-        table.add_row(f"{r.created_at:%Y-%m-%d %H:%M:%S}", to, r.channel, r.subject, state)
+        state = r.status
+        if r.sent_at:
+            state = f"sent {r.sent_at:%H:%M:%S}"
+        if r.attempts > 1 or r.reason:
+            state += f" ({r.attempts} attempts{': ' + r.reason if r.reason else ''})"
+        to = f"{r.recipient} <{r.address}>" if r.medium != "webhook" else "webhook"
+        table.add_row(f"{r.created_at:%Y-%m-%d %H:%M:%S}", to, r.medium, r.subject, state)
     Console().print(table)

@@ -34,13 +34,16 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.case_activities import CaseActivities
+from activities.channels import Channels, MemorySender
+from activities.links import Links
 from activities.migrate import upgrade
-from activities.notify import MemoryNotifier
 from activities.policy_file import load_policy
 from activities.records import Base, Records
+from activities.relay import Relay
+from activities.render import Renderer
 from starter.api import CaseClient, CaseError
 from starter.devserver import DevServer
-from worker import build_worker
+from worker import build_worker, tell_case
 from workflows import search_attributes as sa
 from workflows.models import CaseStatus
 from workflows.policy import Policy
@@ -189,12 +192,31 @@ class TrackingCaseClient(CaseClient):
 class Desk:
     """A worker with the real activities on a fresh task queue, and a client to drive it."""
 
-    def __init__(self, env: WorkflowEnvironment, records: Records, policy: Policy) -> None:
+    def __init__(
+        self,
+        env: WorkflowEnvironment,
+        records: Records,
+        policy: Policy,
+        channels: Channels | None = None,
+        links: Links | None = None,
+    ) -> None:
         self.env = env
         self.records = records
-        self.notifier = MemoryNotifier()
+        self.notifier = MemorySender()
+        self.channels = channels or Channels(senders={"log": self.notifier})
+        self.channels.senders["log"] = self.notifier
+        self.relay = Relay(
+            records,
+            self.channels,
+            on_failed=tell_case(env.client),
+            poll=0.05,
+            first_backoff=0.05,
+            max_backoff=0.5,
+        )
         self.task_queue = f"tq-{uuid.uuid4().hex[:8]}"
-        self.activities = CaseActivities(records, self.notifier, lambda: policy)
+        self.activities = CaseActivities(
+            records, self.channels, lambda: policy, Renderer(links=links), queued=self.relay.wake
+        )
         self.api = TrackingCaseClient(env.client, self.task_queue)
         self.api.opened = []
         self.policy = policy
@@ -207,13 +229,24 @@ class Desk:
     async def worker(self, strict_sandbox: bool = True) -> AsyncIterator[Worker]:
         """Run the worker; on the way out end this desk's open cases while it still runs, so
         no activity is left in flight to hold the time-skipping server's clock."""
-        async with build_worker(
-            self.client, self.task_queue, self.activities, strict_sandbox
-        ) as worker:
-            try:
-                yield worker
-            finally:
-                await self.end_cases()
+        relay = asyncio.create_task(self.relay.run())
+        try:
+            async with build_worker(
+                self.client, self.task_queue, self.activities, strict_sandbox
+            ) as worker:
+                try:
+                    yield worker
+                finally:
+                    await self.end_cases()
+            await self.relay.drain()  # what the cases queued has gone out
+        finally:
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+
+    async def delivered(self) -> None:
+        """Until the relay has handed every queued message to its channel."""
+        await self.relay.drain()
 
     async def end_cases(self) -> None:
         """Terminate this desk's cases once no activity of theirs is in flight: the

@@ -1,6 +1,6 @@
 """Record the history of a full case for the replay test:
 
-    python -m tests.record_history [ID [SEVERITY]]
+    python -m tests.record_history [ID [SEVERITY]]   # critical: a case paged again
 
 Run it when a deliberate, patched change lands, and keep the older files: every history
 here must keep replaying, since cases started on the old code may still be running.
@@ -17,12 +17,14 @@ from pathlib import Path
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.policy_file import load_policy
 from tests.conftest import BIN, Desk, record_store
 from workflows import search_attributes as sa
+from workflows.models import CaseReport
 
 HERE = Path(__file__).parent / "histories"
 
@@ -51,26 +53,39 @@ async def main(case_id: str = "REPLAY-1", severity: str = "high") -> None:
                 cid = case_id
                 await desk.api.open(desk.case(cid, severity=severity))
                 who = (await desk.settled(cid)).assignee
-                await env.sleep(timedelta(minutes=50))  # ack warning fires
-                await desk.api.send(cid, "acknowledge", {"by": who})
-                action = {"kind": "refund", "amount": 250, "currency": "USD"}
-                await desk.api.send(cid, "request_approval", {"by": who, "action": action})
-                await desk.api.send(cid, "approve", {"by": "sup-lee", "note": "duplicate charge"})
-                await desk.api.send(
-                    cid, "wait_for_customer", {"by": who, "question": "Which card?"}
-                )
-                await env.sleep(timedelta(hours=3))
-                await desk.api.send(cid, "customer_replied", {"message": "Visa 4242"})
-                await desk.api.handle(cid).signal("acknowledge", {"by": "nobody"})  # invalid
-                await desk.api.send(cid, "escalate", {"by": who, "reason": "contract question"})
-                who = (await desk.settled(cid)).assignee
-                await env.sleep(timedelta(hours=9))  # tier 3 resolve breach -> tier 4
-                who = (await desk.settled(cid)).assignee
-                await desk.api.send(
-                    cid, "resolve", {"by": who, "resolution": "refunded and credited"}
-                )
+                if severity == "critical":  # paged again twice, then acknowledged
+                    await env.sleep(timedelta(minutes=11))
+                    await desk.api.send(cid, "acknowledge", {"by": who})
+                    await env.sleep(timedelta(minutes=20))
+                    await desk.api.send(cid, "resolve", {"by": who, "resolution": "restarted"})
+                else:
+                    await full_path(env, desk, cid, who)
                 report = await desk.api.report(cid)
                 history = await desk.api.handle(cid).fetch_history()
+    await _save(env, case_id, history, report)
+
+
+async def full_path(env: WorkflowEnvironment, desk: Desk, cid: str, who: str | None) -> None:
+    """Warning, approval, a pause, an invalid signal, a manual and an automatic escalation."""
+    await env.sleep(timedelta(minutes=50))  # ack warning fires
+    await desk.api.send(cid, "acknowledge", {"by": who})
+    action = {"kind": "refund", "amount": 250, "currency": "USD"}
+    await desk.api.send(cid, "request_approval", {"by": who, "action": action})
+    await desk.api.send(cid, "approve", {"by": "sup-lee", "note": "duplicate charge"})
+    await desk.api.send(cid, "wait_for_customer", {"by": who, "question": "Which card?"})
+    await env.sleep(timedelta(hours=3))
+    await desk.api.send(cid, "customer_replied", {"message": "Visa 4242"})
+    await desk.api.handle(cid).signal("acknowledge", {"by": "nobody"})  # invalid
+    await desk.api.send(cid, "escalate", {"by": who, "reason": "contract question"})
+    who = (await desk.settled(cid)).assignee
+    await env.sleep(timedelta(hours=9))  # tier 3 resolve breach -> tier 4
+    who = (await desk.settled(cid)).assignee
+    await desk.api.send(cid, "resolve", {"by": who, "resolution": "refunded and credited"})
+
+
+async def _save(
+    env: WorkflowEnvironment, case_id: str, history: WorkflowHistory, report: CaseReport
+) -> None:
     await env.shutdown()
     HERE.mkdir(exist_ok=True)
     out = HERE / f"case-{case_id}.json"  # the name is the workflow id replay needs

@@ -19,12 +19,13 @@ from workflows.events import (
     CustomerAskedAtTop,
     CustomerReplied,
     Escalated,
+    Renotified,
     Resolved,
     Transferred,
     WaitingForCustomer,
 )
 from workflows.messages import MESSAGES
-from workflows.state import CaseState
+from workflows.state import CaseState, DueKind
 
 from .core_cases import ASSIGNEE, T0, assigned, identified, with_events
 
@@ -267,3 +268,20 @@ def test_a_warning_due_after_its_deadline_is_silent() -> None:
     assert warned.silent  # type: ignore[union-attr]
     (loud,) = decisions.on_due(state, due, due.deadline + timedelta(seconds=5), False)
     assert not loud.silent  # type: ignore[union-attr]
+
+
+def test_an_unacknowledged_assignee_is_paged_on_schedule_until_ack_or_pause() -> None:
+    s = assigned(identified(severity="critical"))
+    s.renotify_every = 300
+    assert s.paged_at is not None
+    due = decisions.next_due(s)
+    assert due.kind is DueKind.RENOTIFY and due.at == s.paged_at + timedelta(seconds=300)
+    events = decisions.on_due(s, due, due.at + timedelta(seconds=2))
+    assert events == [Renotified(ASSIGNEE, 1, due.at)]
+    with_events(s, *events)
+    assert decisions.next_due(s).at == due.at + timedelta(seconds=300)  # from the schedule
+    paused = copy.deepcopy(s)
+    with_events(paused, WaitingForCustomer(ASSIGNEE, "Which card?"))
+    assert decisions.next_due(paused).kind is not DueKind.RENOTIFY
+    with_events(s, Acknowledged(ASSIGNEE))
+    assert decisions.next_due(s).kind is not DueKind.RENOTIFY

@@ -235,7 +235,9 @@ async def test_activity_delivered_again_after_a_timeout_that_wrote(
     db_url = sqlite_url(tmp_path)
     async with record_store(db_url) as records:
         desk = Desk(dev_env, records, policy)
-        desk.activities = FirstRecordHangs(records, desk.notifier, lambda: policy)
+        desk.activities = FirstRecordHangs(
+            records, desk.channels, lambda: policy, queued=desk.relay.wake
+        )
         async with desk.worker():
             cid, first = await desk.open_assigned(severity="high")
             await desk.api.send(cid, "acknowledge", {"by": first.assignee})

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from activities.links import InvalidToken, Links
 from activities.render import BUNDLED_TEMPLATES, Renderer
 from workflows import decisions, evolve, projections
 from workflows.activity_models import OutboundMessage
@@ -21,6 +22,7 @@ from workflows.events import (
     CustomerUpdated,
     Escalated,
     HardCapReached,
+    Renotified,
     Resolved,
     SlaBreached,
     SlaWarned,
@@ -36,8 +38,10 @@ SNAPSHOTS = Path(__file__).parent / "snapshots" / "notices"
 LATER = T0 + timedelta(minutes=10)
 
 
-def rendered(state: CaseState, messages: list[OutboundMessage]) -> list[OutboundMessage]:
-    renderer = Renderer()
+def rendered(
+    state: CaseState, messages: list[OutboundMessage], links: Links | None = None
+) -> list[OutboundMessage]:
+    renderer = Renderer(links=links)
     snap = projections.snapshot(state, "case-M-1", "run", 1, closing=False)
     return [renderer.render(m, snap) for m in messages]
 
@@ -49,6 +53,7 @@ def everything_a_case_sends() -> list[OutboundMessage]:
     deadline = s.clocks.ack_by if s.clocks else T0
     with_events(
         s,
+        Renotified(ASSIGNEE, 1, T0),
         SlaWarned(Clock.ACK, deadline),
         Acknowledged(ASSIGNEE),
         ApprovalRequested(ASSIGNEE, refund, ["sup-lee", "exec-holt"], ["sup-lee"], LATER),
@@ -98,7 +103,7 @@ def test_every_template_is_sent_and_every_notice_has_a_template() -> None:
 def test_notice_renders_as_its_snapshot(template: str) -> None:
     message = next(m for m in SENT if m.template == template)
     text = f"To: {message.recipient} <{message.address}> ({message.channel})\n"
-    text += f"Subject: {message.subject}\n\n{message.body}\n"
+    text += f"Subject: {message.subject}\nChat: {message.short}\n\n{message.body}\n"
     path = SNAPSHOTS / f"{template}.txt"
     if os.environ.get("UPDATE_SNAPSHOTS"):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,3 +135,68 @@ def test_an_organisation_overrides_a_template(tmp_path: Path) -> None:
     again = Renderer(tmp_path).render(message.model_copy(update={"subject": ""}), snap)
     assert again.subject == "We are on it: M-1"
     assert again.body == message.body  # the body still comes from the bundled template
+
+
+LINKS = Links("a-test-secret-of-some-length", "https://desk.example")
+
+
+def test_html_part_escapes_what_people_typed() -> None:
+    s = assigned(identified())
+    s.case = s.case.model_copy(
+        update={"customer": s.case.customer.model_copy(update={"name": "<script>x()</script>"})}
+    )
+    with_events(s, WaitingForCustomer(ASSIGNEE, "Is <b>this</b> the card?"))
+    for message in rendered(s, s.outbox):
+        assert message.html is not None and "<script>" not in message.html
+        assert "<b>this</b>" not in message.html
+    customer = next(m for m in rendered(s, s.outbox) if m.channel == "customer")
+    assert customer.html is not None and "&lt;script&gt;x()&lt;/script&gt;" in customer.html
+    assert "<script>x()</script>" in customer.body  # the plain part is plain text
+
+
+def test_approvers_get_their_own_signed_link_and_nobody_else_gets_one() -> None:
+    refund = Action(kind="refund", amount=250, currency="USD")
+    s = assigned(identified())
+    with_events(
+        s,
+        Acknowledged(ASSIGNEE),
+        ApprovalRequested(
+            ASSIGNEE, refund, ["sup-lee", "exec-holt"], ["sup-lee", "exec-holt"], LATER
+        ),
+        ApprovalDecided("approved", "sup-lee", "ok"),
+    )
+    messages = rendered(s, s.outbox, LINKS)
+    asks = [m for m in messages if m.template == "approval_needed"]
+    assert [m.recipient for m in asks] == ["sup-lee", "exec-holt"]
+    for m in asks:
+        assert m.html is not None and m.short is not None
+        url = m.body.split("Approve or reject: ")[1].split()[0]
+        assert (
+            url.startswith("https://desk.example/approvals/") and url in m.html and url in m.short
+        )
+        claim = LINKS.read_approval(url.rsplit("/", 1)[1], now=T0)
+        assert (claim.case_id, claim.approver) == ("M-1", m.recipient)
+        assert claim.expires == int(LATER.timestamp())  # the approval's deadline
+        with pytest.raises(InvalidToken, match="expired"):
+            LINKS.read_approval(url.rsplit("/", 1)[1], now=LATER + timedelta(seconds=1))
+    for m in messages:
+        if m.template != "approval_needed":
+            assert "/approvals/" not in m.body + (m.html or "") + (m.short or "")
+
+
+def test_a_token_changed_or_signed_elsewhere_is_refused() -> None:
+    s = assigned(identified())
+    refund = Action(kind="refund", amount=250, currency="USD")
+    with_events(s, ApprovalRequested(ASSIGNEE, refund, ["sup-lee"], ["sup-lee"], LATER))
+    ask = next(m for m in rendered(s, s.outbox, LINKS) if m.template == "approval_needed")
+    token = ask.body.split("/approvals/")[1].split()[0]
+    flipped = token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:]
+    for bad in (
+        flipped,
+        token + "x",
+        Links("another-secret-entirely", "https://x").approval_token(
+            LINKS.read_approval(token, now=T0)
+        ),
+    ):
+        with pytest.raises(InvalidToken):
+            LINKS.read_approval(bad, now=T0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +12,7 @@ from sqlalchemy import func, select
 from temporalio.exceptions import ApplicationError
 
 from activities.case_activities import CaseActivities
-from activities.notify import MemoryNotifier
+from activities.channels import Channels, MemorySender
 from activities.records import (
     AssignmentRow,
     CaseRow,
@@ -19,6 +21,7 @@ from activities.records import (
     TimelineRow,
     database_url,
 )
+from activities.relay import Relay
 from workflows import rules
 from workflows.activity_models import (
     AssignRequest,
@@ -105,9 +108,21 @@ async def open_case(
     )
 
 
-def activities(records: Records, policy: Policy) -> tuple[CaseActivities, MemoryNotifier]:
-    notifier = MemoryNotifier()
-    return CaseActivities(records, notifier, lambda: policy), notifier
+def activities(records: Records, policy: Policy) -> tuple[CaseActivities, MemorySender]:
+    notifier = MemorySender()
+    return CaseActivities(records, Channels({"log": notifier}), lambda: policy), notifier
+
+
+async def deliver(acts: CaseActivities) -> None:
+    """Run a relay over the outbox until everything queued went out."""
+    relay = Relay(acts.records, acts.channels, poll=0.01)
+    task = asyncio.create_task(relay.run())
+    try:
+        await relay.drain()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def count(records: Records, table: type, *where: Any) -> int:
@@ -148,6 +163,9 @@ async def test_retried_transition_writes_and_sends_once(
     t = transition("C-1", 1, ["acknowledged", "customer updated"])
     await acts.record_transition(t)
     await acts.record_transition(t)  # delivered twice by the server: a retry after a timeout
+    await deliver(acts)
+    await acts.record_transition(t)  # and once more after the relay sent it
+    await deliver(acts)
     assert await count(any_records, TimelineRow, TimelineRow.case_id == "C-1") == 2
     assert await count(any_records, MessageRow, MessageRow.case_id == "C-1") == 1
     assert [m.subject for m in notifier.sent] == ["step 1"]
@@ -203,6 +221,7 @@ async def test_assignment_is_least_loaded_and_stable_on_retry(
     third = await acts.assign_case(request("C-3", 1))
     assert third.assignee in {"sup-lee", "sup-mara"}
     assert await count(any_records, AssignmentRow) == 3
+    await deliver(acts)
     assigned_notes = [m for m in notifier.sent if m.subject.startswith("New escalation")]
     assert len(assigned_notes) == 3  # the retry sent nothing new
     async with any_records.sessions() as s:

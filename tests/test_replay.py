@@ -14,7 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from worker import workflow_runner
-from workflows.case import CONCURRENT_RECORDER, TIMER_CLOCK, EscalationCase
+from workflows.case import CONCURRENT_RECORDER, RENOTIFY, TIMER_CLOCK, EscalationCase
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 TEXTS = {path: path.read_text() for path in HISTORIES}
@@ -57,6 +57,8 @@ def test_histories_cover_code_before_and_after_each_patch() -> None:
     assert any(CONCURRENT_RECORDER not in p for p in seen), "no history from before it"
     assert any(TIMER_CLOCK in p for p in seen), "no history reads the clock on a fired timer"
     assert any(TIMER_CLOCK not in p for p in seen), "no history from before the clock read"
+    assert any(RENOTIFY in p for p in seen), "no history pages an assignee again"
+    assert any(RENOTIFY not in p for p in seen), "no history from before paging again"
 
 
 STALE_CLOCK = Path(__file__).parent / "histories" / "case-SR-142428.json"

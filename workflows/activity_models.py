@@ -34,6 +34,8 @@ class OutboundMessage(BaseModel):
     facts: dict[str, Any] = {}
     subject: str = ""
     body: str = ""
+    html: str | None = None  # rendered by the activity; never set by a case
+    short: str | None = None
 
 
 class CaseSnapshot(BaseModel):

@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
         Transition,
     )
     from workflows.events import Assigned, AssignmentStarted, Event
-    from workflows.messages import MESSAGES
+    from workflows.messages import MESSAGES, tagged
     from workflows.models import (
         WORKFLOW_TYPE,
         CaseInput,
@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
 CONCURRENT_RECORDER = "concurrent-recorder"  # the records are written beside the clocks
 TIMER_CLOCK = "timer-clock"  # a fired timer reads the clock (a local activity) first
 NO_LATE_WARNING = "no-late-warning"  # no warning once its deadline has passed as well
+RENOTIFY = "renotify"  # an unacknowledged assignee is paged again (policy renotify_every)
 
 ACTIVITY_TIMEOUT = timedelta(seconds=10)
 ACTIVITY_RETRY = RetryPolicy(
@@ -120,7 +121,9 @@ class EscalationCase:
         )
         prefix = f"{info.workflow_id}:{info.run_id}"
         policy = shared(ctx.policy)
-        self._state = evolve.identify(self._opening, ctx, policy, prefix, workflow.now())
+        self._state = s = evolve.identify(self._opening, ctx, policy, prefix, workflow.now())
+        if s.renotify_every and not workflow.patched(RENOTIFY):
+            s.renotify_every = None
 
     def _enter_stage(self, stage: Stage) -> None:
         self._case.stage = stage
@@ -308,7 +311,7 @@ class EscalationCase:
 
     def _parse(self, name: str, payload: Any) -> Strict:
         try:
-            return MESSAGES[name].parse(payload)
+            return tagged(MESSAGES[name].parse(payload), "update")
         except ValidationError as err:
             raise Rejected(f"invalid {name}: {describe_validation_error(err)}") from None
 
@@ -332,7 +335,7 @@ class EscalationCase:
     def _on_signal(self, name: str, payload: Any) -> None:
         """Fire-and-forget: an invalid signal is noted in the timeline and otherwise ignored."""
         try:
-            msg = MESSAGES[name].parse(payload)
+            msg = tagged(MESSAGES[name].parse(payload), "signal")
         except ValidationError as err:
             self._ignore(name, describe_validation_error(err))
             return
@@ -352,6 +355,11 @@ class EscalationCase:
         now = workflow.now()
         for event in events:
             evolve.apply(self._case, event, now)
+
+    @workflow.signal(name="delivery_failed")
+    def delivery_failed(self, details: str) -> None:
+        """The relay gave a message up (the records have the line): the timeline says so."""
+        evolve.delivery_failed(self._state or self._opening, details, workflow.now())
 
     # --- what operators see ---------------------------------------------------------------
 

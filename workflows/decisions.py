@@ -27,6 +27,7 @@ from workflows.events import (
     Escalated,
     Event,
     HardCapReached,
+    Renotified,
     ReportedUp,
     Resolved,
     SlaBreached,
@@ -95,7 +96,7 @@ def _approval_decision(decision: ApprovalDecision) -> Decider:
                 f"(approvers: {', '.join(s.pending.approvers)})"
             )
         text = msg.note if isinstance(msg, Approve) else msg.reason
-        return [ApprovalDecided(decision, msg.by, text)]
+        return [ApprovalDecided(decision, msg.by, text, msg.via)]
 
     return decide_approval
 
@@ -252,6 +253,10 @@ def next_due(s: CaseState) -> Due:
                 label = f"{name} warning ({pct}% of {span})"
                 options.append(Due(warn_at, DueKind.WARNING, label, clock, deadline))
             options.append(Due(deadline, DueKind.BREACH, f"{name} ({span})", clock, deadline))
+    if s.renotify_every and s.clocks_run and not s.acknowledged and s.paged_at is not None:
+        at = s.paged_at + timedelta(seconds=s.renotify_every)
+        label = f"Page {s.assignee} again (every {fmt_duration(s.renotify_every)})"
+        options.append(Due(at, DueKind.RENOTIFY, label))
     if s.paused_at is None:
         every = fmt_duration(policy.customer_update_every[severity])
         options.append(
@@ -276,6 +281,11 @@ def _hard_cap(s: CaseState, due: Due, now: datetime) -> list[Event]:
 
 def _customer_update(s: CaseState, due: Due, now: datetime) -> list[Event]:
     return [CustomerUpdated()]
+
+
+def _renotify(s: CaseState, due: Due, now: datetime) -> list[Event]:
+    assert s.assignee is not None
+    return [Renotified(s.assignee, s.pages + 1, due.at)]
 
 
 def _approval_timeout(s: CaseState, due: Due, now: datetime) -> list[Event]:
@@ -306,6 +316,7 @@ ON_DUE: dict[DueKind, Callable[[CaseState, Due, datetime], list[Event]]] = {
     DueKind.CUSTOMER_UPDATE: _customer_update,
     DueKind.APPROVAL: _approval_timeout,
     DueKind.BREACH: _breach,
+    DueKind.RENOTIFY: _renotify,
 }
 
 

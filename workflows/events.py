@@ -63,6 +63,7 @@ class ApprovalDecided:
     decision: ApprovalDecision
     by: str | None
     note: str
+    via: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,15 @@ class ReportedUp:
     recipients: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class Renotified:
+    """The assignee has not acknowledged: page them again."""
+
+    person: str
+    page: int
+    due_at: datetime  # the next page counts from the schedule, not from a late wake-up
+
+
 Event = (
     Acknowledged
     | Resolved
@@ -150,4 +160,5 @@ Event = (
     | AssignmentStarted
     | Assigned
     | ReportedUp
+    | Renotified
 )

@@ -25,6 +25,7 @@ from workflows.events import (
     Event,
     HardCapReached,
     MessageIgnored,
+    Renotified,
     ReportedUp,
     Resolved,
     SlaBreached,
@@ -63,6 +64,12 @@ def ignore(target: CaseState | Opening, name: str, reason: str, now: datetime) -
         )
 
 
+def delivery_failed(target: CaseState | Opening, details: str, now: datetime) -> None:
+    """A line for the timeline only: the relay wrote it to the records itself."""
+    tier = target.tier if isinstance(target, CaseState) else None
+    note(target.timeline, now, "delivery failed", None, tier, details)
+
+
 def take_records(state: CaseState) -> tuple[list[TimelineEntry], list[OutboundMessage]]:
     """What the records and the outbox have not had yet; from now on they have it."""
     taken = state.unrecorded, state.outbox
@@ -93,6 +100,7 @@ def identify(
         tier=tier,
         department=department,
         next_customer_update=now + timedelta(seconds=policy.customer_update_every[severity]),
+        renotify_every=policy.renotify_every.get(severity),
         timeline=list(opening.timeline),
         unrecorded=list(opening.timeline),
     )
@@ -179,8 +187,8 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
                 f"no decision from {', '.join(waited_on)}; asked {', '.join(notified)}",
             )
             _ask_approvers(state, notified)
-        case ApprovalDecided(decision=decision, by=by, note=text):
-            _decide_approval(state, decision, by, text, now)
+        case ApprovalDecided(decision=decision, by=by, note=text, via=via):
+            _decide_approval(state, decision, by, text, now, via)
         case WaitingForCustomer(by=by, question=question):
             state.paused_at = now
             _note(state, now, "waiting for customer", by, question)
@@ -283,7 +291,13 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             state.stage, state.assignee = "assign", None
             seq = len(state.timeline) + 1  # notes made while assigning follow this line
             state.timeline.append(TimelineEntry(seq=seq, at=now, what="assigned", tier=state.tier))
+        case Renotified(person=person, page=page, due_at=due_at):
+            state.pages, state.paged_at = page, due_at
+            _note(state, now, "re-notified", None, f"page {page + 1} to {person}: not acknowledged")
+            ack_by = state.clocks.ack_by.isoformat() if state.clocks else None
+            _notify(state, person, "renotify", person=person, page=page + 1, ack_by=ack_by)
         case Assigned(assignee=assignee, entry=entry):
+            state.paged_at, state.pages = now, 0
             state.timeline[entry.seq - 1] = entry
             state.needs_assign = False
             state.exclude = []
@@ -364,13 +378,28 @@ def _ask_approvers(state: CaseState, people: list[str]) -> None:
             "approval_needed",
             action=pending.action.model_dump(),
             requested_by=pending.requested_by,
+            requested_at=pending.requested_at.isoformat(),  # the request, for signed links
             due_by=pending.due_by.isoformat() if pending.due_by else None,
             approver=pid,
         )
 
 
+VIA = {
+    "web": "web link",
+    "cli": "CLI",
+    "api": "API",
+    "update": "Update",
+    "signal": "Signal (e.g. the Temporal UI)",
+}
+
+
 def _decide_approval(
-    state: CaseState, decision: ApprovalDecision, by: str | None, text: str, now: datetime
+    state: CaseState,
+    decision: ApprovalDecision,
+    by: str | None,
+    text: str,
+    now: datetime,
+    via: str | None = None,
 ) -> None:
     pending = state.pending
     assert pending is not None
@@ -388,6 +417,8 @@ def _decide_approval(
     state.pending = None
     a = pending.action
     details = f"{a.kind} {fmt_money(a.amount, a.currency)}: {text}".rstrip(": ")
+    if via:
+        details += f" (via {VIA[via]})"
     _note(state, now, f"approval {decision}", by, details)
     action = a.model_dump()
     if state.assignee:

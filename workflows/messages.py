@@ -72,12 +72,14 @@ MESSAGES: dict[str, Message] = {
             Approve,
             "an approver of the pending request",
             "grants the pending approval",
+            cli_defaults={"via": "cli"},
         ),
         Message(
             "reject",
             Reject,
             "an approver of the pending request",
             "refuses the pending approval",
+            cli_defaults={"via": "cli"},
         ),
         Message(
             "wait_for_customer",
@@ -99,6 +101,13 @@ MESSAGES: dict[str, Message] = {
         ),
     )
 }
+
+
+def tagged(msg: Strict, how: str) -> Strict:
+    """A decision that does not say which way it came is named by how it arrived."""
+    if "via" in type(msg).model_fields and getattr(msg, "via", None) is None:
+        return msg.model_copy(update={"via": how})
+    return msg
 
 
 def payload_keys(model: type[BaseModel]) -> str:

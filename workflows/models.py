@@ -119,14 +119,22 @@ class RequestApproval(Strict):
     action: Action
 
 
+# Which way a decision came, for the audit trail: the signed web link, the CLI, a backend
+# through the API; an Update or a Signal (the Temporal UI) that does not say is named as such.
+Via = Literal["web", "cli", "api", "update", "signal"]
+VIA_HELP = "which way the decision came (the audit trail names it)"
+
+
 class Approve(Strict):
     by: PersonRef
     note: str = ""
+    via: Annotated[Via | None, Field(description=VIA_HELP)] = None
 
 
 class Reject(Strict):
     by: PersonRef
     reason: NonEmpty
+    via: Annotated[Via | None, Field(description=VIA_HELP)] = None
 
 
 class WaitForCustomer(Strict):

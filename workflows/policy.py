@@ -73,6 +73,14 @@ class BusinessHours(_Model):
 SlaClock = Literal["calendar", "business"]
 
 
+class PersonChannel(_Model):
+    """An Apprise URL (Slack, Teams, Discord, ntfy, SMS, json:// ...) and the severities of
+    the cases whose notices go there too (all, when not given)."""
+
+    url: Annotated[str, Field(pattern=r"^[a-z][a-z0-9+.-]*://")]
+    severities: list[Severity] = list(SEVERITIES)
+
+
 class Person(_Model):
     id: Annotated[str, Field(min_length=1)]
     name: str
@@ -81,6 +89,9 @@ class Person(_Model):
     skills: list[str] = []
     approval_limit: Annotated[float, Field(ge=0)] = 0.0
     shift: Shift | None = None
+    # Chat URLs carry their tokens: the delivery reads them from the worker's policy and they
+    # are left out of the copy a case keeps in its history.
+    channels: Annotated[list[PersonChannel], Field(exclude=True)] = []
 
 
 class Department(_Model):
@@ -133,6 +144,8 @@ class Policy(_Model):
     start_tier: dict[Severity, int]
     approval_timeout: dict[Severity, Duration]
     customer_update_every: dict[Severity, Duration]
+    # How often an assignee who has not acknowledged is paged again; none: never.
+    renotify_every: dict[Severity, Duration] = {}
     severity_raise: SeverityRaise = SeverityRaise()
     tiers: list[TierPolicy]
     default_route: Route

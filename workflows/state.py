@@ -77,6 +77,9 @@ class CaseState:
     resolved_by: str | None = None
     closed_at: datetime | None = None
     escalations: int = 0
+    renotify_every: int | None = None  # seconds between pages of an unacknowledged assignee
+    paged_at: datetime | None = None  # the assignment or the last page
+    pages: int = 0  # re-notifications in this assignment
     # what the records and the outbox have not had yet
     unrecorded: list[TimelineEntry] = field(default_factory=list)
     outbox: list[OutboundMessage] = field(default_factory=list)
@@ -94,6 +97,7 @@ class DueKind(StrEnum):
     WARNING = "warning"
     BREACH = "breach"
     CUSTOMER_UPDATE = "customer_update"
+    RENOTIFY = "renotify"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ Customer and staff messages are templates (activities/templates); they use these
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 
 def fmt_duration(seconds: float) -> str:
@@ -29,6 +29,14 @@ def fmt_money(amount: float, currency: str) -> str:
 def clock_verb(clock: str) -> str:
     """What a clock waits for: 'ack' -> 'acknowledged', 'resolve' -> 'resolved'."""
     return "acknowledged" if clock == "ack" else "resolved"
+
+
+def fmt_when(at: datetime | str) -> str:
+    """An instant for a person: '2026-11-23 17:30 UTC' (from a datetime or ISO text)."""
+    when = datetime.fromisoformat(at) if isinstance(at, str) else at
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def iso_z(at: datetime) -> str:

@@ -1,0 +1,248 @@
+"""The outbox relay: takes queued deliveries from the records and hands each to its channel.
+
+The case's activities only write the outbox (in the transaction that records the
+transition), so a channel that is down never holds up a case: its clocks and escalations go
+on, and so do the other channels. The relay runs beside the worker and:
+
+- claims due rows with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has one
+  writer), so several workers share one outbox and a row is in one sender's hands at a time;
+- sends each on its own task; a channel's failures put only its own rows back with backoff;
+- marks a row `sent` once the channel accepted it (it is never offered to that channel
+  again), or `failed` with the reason after a permanent refusal or too many attempts, and
+  then notes the failure in the case's timeline (records and, if it runs, the case itself).
+
+A crash between a channel's acceptance and the mark sends that row again after its lease;
+its key (Message-ID, webhook-id) lets the receiver see it is the same message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from activities.channels import SEND_TIMEOUT, Channels, Delivery, Permanent, Transient
+from activities.records import MessageRow, Records, TimelineRow
+
+log = logging.getLogger("escalation_desk.relay")
+
+FailureHook = Callable[[Delivery, str], Awaitable[None]]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _delivery(row: MessageRow) -> Delivery:
+    return Delivery(
+        key=row.key,
+        case_id=row.case_id,
+        medium=row.medium,
+        channel=row.channel,
+        recipient=row.recipient,
+        address=row.address,
+        subject=row.subject,
+        body=row.body,
+        html=row.html,
+        short=row.short,
+        target=row.target,
+        payload=row.payload,
+        attempts=row.attempts,
+    )
+
+
+class Relay:
+    def __init__(
+        self,
+        records: Records,
+        channels: Channels,
+        *,
+        on_failed: FailureHook | None = None,
+        first_backoff: float = 1.0,
+        max_backoff: float = 300.0,
+        max_attempts: int = 25,
+        lease: float = 2 * SEND_TIMEOUT,
+        batch: int = 200,
+        poll: float = 1.0,
+    ) -> None:
+        self.records = records
+        self.channels = channels
+        self.on_failed = on_failed
+        self.first_backoff, self.max_backoff = first_backoff, max_backoff
+        self.max_attempts = max_attempts
+        self.lease = timedelta(seconds=lease)
+        self.batch, self.poll = batch, poll
+        self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._done: list[tuple[Delivery, str, str | None]] = []  # (delivery, outcome, reason)
+        self._flushing = False
+
+    def wake(self) -> None:
+        """Something was queued: look now instead of at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self._wake.clear()
+                room = self.batch - len(self._inflight)
+                claimed: list[Delivery] = []
+                try:
+                    await self._flush()
+                    claimed = await self._claim(room) if room > 0 else []
+                except (SQLAlchemyError, OSError) as err:  # the records are away: try later
+                    log.warning("outbox unreachable (%s); retrying", err)
+                for d in claimed:
+                    task = asyncio.create_task(self._send(d))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._inflight.discard)
+                if len(claimed) < room:  # nothing more is due now
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.poll)
+        finally:
+            for task in list(self._inflight):
+                task.cancel()
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await self._flush()
+
+    async def drain(self, within: float = 30.0) -> None:
+        """Until nothing is queued (waiting out backoffs and leases) or `within` has passed;
+        for tests and a clean shutdown."""
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            self.wake()
+            async with self.records.transaction() as s:
+                due = await s.scalar(
+                    select(func.count())
+                    .select_from(MessageRow)
+                    .where(MessageRow.status == "queued")
+                )
+            if not due and not self._inflight and not self._done and not self._flushing:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{due} deliveries still queued after {within}s")
+            await asyncio.sleep(0.05)
+
+    @staticmethod
+    def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+        return (
+            MessageRow.status == "queued",
+            or_(MessageRow.next_attempt_at.is_(None), MessageRow.next_attempt_at <= now),
+            or_(MessageRow.lease_until.is_(None), MessageRow.lease_until < now),
+        )
+
+    async def _claim(self, limit: int) -> list[Delivery]:
+        now = _now()
+        async with self.records.transaction() as s:
+            due = select(MessageRow.id).where(*self._due(now)).order_by(MessageRow.id).limit(limit)
+            if s.get_bind().dialect.name == "postgresql":
+                due = due.with_for_update(skip_locked=True)
+            rows = await s.scalars(
+                update(MessageRow)
+                .where(MessageRow.id.in_(due.scalar_subquery()))
+                .values(lease_until=now + self.lease, attempts=MessageRow.attempts + 1)
+                .returning(MessageRow)
+                .execution_options(synchronize_session=False)
+            )
+            return [_delivery(r) for r in rows.all()]
+
+    async def _send(self, d: Delivery) -> None:
+        sender = self.channels.senders.get(d.medium)
+        try:
+            if sender is None:
+                raise Permanent(f"no {d.medium} channel is configured")
+            await asyncio.wait_for(sender.send(d), timeout=self.lease.total_seconds() / 2)
+        except Permanent as err:
+            self._done.append((d, "failed", str(err) or type(err).__name__))
+        except (Transient, TimeoutError) as err:
+            self._done.append((d, "retry", str(err) or type(err).__name__))
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # a sender's bug must not stop the relay: retried, logged
+            log.exception("%s delivery %s raised", d.medium, d.key)
+            self._done.append((d, "retry", f"{type(err).__name__}: {err}"))
+        else:
+            self._done.append((d, "sent", None))
+        self.wake()
+
+    async def _flush(self) -> None:
+        """Record what the channels said, many rows per transaction."""
+        if not self._done:
+            return
+        done, self._done = self._done, []
+        now = _now()
+        failed: list[tuple[Delivery, str]] = []
+        self._flushing = True
+        try:
+            await self._mark(done, now, failed)
+        except BaseException:
+            self._done[:0] = done  # marked on the next try; the channels are not asked again
+            raise
+        finally:
+            self._flushing = False
+        for d, reason in failed:
+            log.error("%s to %s failed: %s", d.medium, d.address, reason)
+            if self.on_failed is not None:
+                try:
+                    await self.on_failed(d, reason)
+                except Exception:  # the records have it; the running case is told best-effort
+                    log.exception("could not tell case %s about %s", d.case_id, d.key)
+
+    async def _mark(
+        self,
+        done: list[tuple[Delivery, str, str | None]],
+        now: datetime,
+        failed: list[tuple[Delivery, str]],
+    ) -> None:
+        async with self.records.transaction() as s:
+            for d, outcome, reason in done:
+                values: dict[str, object] = {"lease_until": None, "reason": reason}
+                if outcome == "sent":
+                    values.update(status="sent", sent_at=now)
+                elif outcome == "retry" and d.attempts < self.max_attempts:
+                    backoff = min(self.first_backoff * 2 ** (d.attempts - 1), self.max_backoff)
+                    values["next_attempt_at"] = now + timedelta(seconds=backoff)
+                    log.warning(
+                        "%s to %s: %s (retry in %.1fs)", d.medium, d.address, reason, backoff
+                    )
+                else:
+                    if outcome == "retry":
+                        reason = f"gave up after {d.attempts} attempts: {reason}"
+                    values.update(status="failed", reason=reason)
+                    failed.append((d, reason or ""))
+                await s.execute(
+                    update(MessageRow)
+                    .where(MessageRow.key == d.key, MessageRow.status == "queued")
+                    .values(**values)
+                )
+            for d, reason in failed:
+                await self._note_failure(s, d, reason, now)
+
+    @staticmethod
+    async def _note_failure(s: AsyncSession, d: Delivery, reason: str, now: datetime) -> None:
+        last = await s.scalar(
+            select(func.max(TimelineRow.seq)).where(TimelineRow.case_id == d.case_id)
+        )
+        s.add(
+            TimelineRow(
+                key=f"{d.key}:failed",
+                case_id=d.case_id,
+                seq=int(last or 0) + 1,
+                at=now,
+                what="delivery failed",
+                by=None,
+                tier=None,
+                details=failure_text(d, reason),
+            )
+        )
+
+
+def failure_text(d: Delivery, reason: str) -> str:
+    return f"{d.medium} to {d.recipient} <{d.address}> ({d.subject}): {reason}"

@@ -1,0 +1,281 @@
+"""The web app people act through: approval links from their mail or chat, and (in
+development) the outbox of every message sent.
+
+    escalation-web [--host 127.0.0.1] [--port 8000] [--dev]
+
+`GET /approvals/<token>` shows the request and changes nothing (mail scanners follow links);
+`POST` sends the approver's decision as the validated Update, as the token's approver and
+no one else. A tampered, expired or foreign token gets 403 and nothing reaches the case.
+Needs $ESCALATION_SECRET and $ESCALATION_WEB_URL (in --dev: the worker's own defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Form
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
+from sqlalchemy import select
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from activities.links import ApprovalClaim, InvalidToken, Links
+from activities.policy_file import PolicySource
+from activities.records import MessageRow, Records
+from starter.config import Settings, connect
+from workflows.models import ApprovalRecord, CaseStatus, PendingApproval, workflow_id_for
+from workflows.policy import Policy
+from workflows.rules import find_person
+from workflows.wording import fmt_money, fmt_when
+
+log = logging.getLogger("escalation_desk.web")
+
+PAGES = Environment(
+    loader=FileSystemLoader(Path(__file__).with_name("templates")),
+    autoescape=select_autoescape(["html"]),
+)
+_URL = re.compile(r"https?://[^\s<>\"']+")
+
+
+def linkify(text: str) -> Markup:
+    """Escaped text whose http(s) addresses are links (the dev outbox)."""
+    out, last = [], 0
+    for m in _URL.finditer(text):
+        shown = m[0] if len(m[0]) <= 60 else m[0][:57] + "…"
+        out += [
+            str(escape(text[last : m.start()])),
+            f'<a href="{escape(m[0])}">{escape(shown)}</a>',
+        ]
+        last = m.end()
+    return Markup("".join([*out, str(escape(text[last:]))]))
+
+
+PAGES.globals.update(linkify=linkify, money=lambda a: fmt_money(a.amount, a.currency))
+PAGES.filters["when"] = fmt_when
+
+
+def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(PAGES.get_template(name).render(**context), status_code=status)
+
+
+def denied(reason: str) -> HTMLResponse:
+    return page("denied.html", 403, title="This link cannot be used", reason=reason)
+
+
+@dataclass
+class Situation:
+    """Where an approval request stands, as the case tells it now."""
+
+    case: CaseStatus
+    request: PendingApproval | None  # still pending, and this approver may decide it
+    outcome: str | None  # what happened instead, for the page
+    record: ApprovalRecord | None = None  # the decision, once there is one
+
+
+def _same_request(at: datetime, claim: ApprovalClaim) -> bool:
+    return at == datetime.fromisoformat(claim.requested_at)
+
+
+def situation(case: CaseStatus, claim: ApprovalClaim) -> Situation:
+    pending = case.pending_approval
+    if pending is not None and _same_request(pending.requested_at, claim):
+        if claim.approver in pending.approvers:
+            return Situation(case, pending, None)
+        return Situation(case, None, f"{claim.approver} may no longer decide this request.")
+    for record in case.approvals:
+        if _same_request(record.requested_at, claim):
+            by = f" by {record.decided_by}" if record.decided_by else ""
+            when = fmt_when(record.decided_at)
+            note = f": {record.note}" if record.note else ""
+            text = f"This request was {record.decision}{by} at {when}{note}."
+            return Situation(case, None, text, record)
+    return Situation(case, None, f"This request has moved on; the case is now at {case.stage}.")
+
+
+def create_app(
+    client: Client,
+    links: Links,
+    records: Records | None = None,
+    policy: PolicySource | None = None,
+    dev: bool = False,
+) -> FastAPI:
+    app = FastAPI(title="Escalation desk", docs_url=None, redoc_url=None, openapi_url=None)
+    policy = policy or PolicySource()
+
+    def why(claim: ApprovalClaim, request: PendingApproval | None) -> str:
+        p: Policy = policy.policy
+        person = find_person(p, claim.approver)
+        if person is None or request is None:
+            return ""
+        limit = fmt_money(person.approval_limit, p.currency)
+        return f"{person.name}, whose approval limit ({limit}) covers this amount"
+
+    async def look(token: str) -> tuple[ApprovalClaim, Situation] | HTMLResponse:
+        try:
+            claim = links.read_approval(token)
+        except InvalidToken as err:
+            return denied(str(err).capitalize() + ".")
+        handle = client.get_workflow_handle(workflow_id_for(claim.case_id))
+        try:
+            case = await handle.query("status", result_type=CaseStatus)
+        except RPCError:
+            return page("denied.html", 404, title="Case not found", reason="No such case.")
+        return claim, situation(case, claim)
+
+    def show(claim: ApprovalClaim, sit: Situation, **extra: Any) -> HTMLResponse:
+        context: dict[str, Any] = {
+            "title": f"Approval for case {claim.case_id}",
+            "case": sit.case,
+            "request": sit.request or sit.record or sit.case.pending_approval,
+            "approver": claim.approver,
+            "why": why(claim, sit.request),
+            "open": sit.request is not None and not extra.get("outcome"),
+            "outcome": sit.outcome,
+            "outcome_class": "warn",
+        }
+        return page("approval.html", **(context | extra))
+
+    @app.get("/approvals/{token}", response_class=HTMLResponse)
+    async def approval(token: str) -> HTMLResponse:
+        found = await look(token)
+        if isinstance(found, HTMLResponse):
+            return found
+        return show(*found)
+
+    @app.post("/approvals/{token}", response_class=HTMLResponse)
+    async def decide(
+        token: str,
+        decision: str = Form(...),
+        note: str = Form(""),
+        reason: str = Form(""),
+    ) -> HTMLResponse:
+        found = await look(token)
+        if isinstance(found, HTMLResponse):
+            return found
+        claim, sit = found
+        if sit.request is None:  # decided already, or moved on: nothing is sent
+            return show(claim, sit)
+        if decision not in ("approve", "reject"):
+            return show(claim, sit, error="decision: choose approve or reject")
+        if decision == "reject" and not reason.strip():
+            return show(claim, sit, error="reason: a rejection needs a reason")
+        payload = {"by": claim.approver, "via": "web"}
+        payload.update({"note": note.strip()} if decision == "approve" else {"reason": reason})
+        handle = client.get_workflow_handle(workflow_id_for(claim.case_id))
+        try:
+            await handle.execute_update(decision, payload)
+        except WorkflowUpdateFailedError as err:
+            cause = getattr(err.cause, "message", None) or str(err.cause or err)
+            after = await look(token)
+            if isinstance(after, HTMLResponse):
+                return after
+            return show(*after, error=f"Not sent: {cause}")
+        after = await look(token)
+        if isinstance(after, HTMLResponse):
+            return after
+        done = "Approved" if decision == "approve" else "Rejected"
+        return show(
+            after[0],
+            Situation(after[1].case, None, None, after[1].record),
+            outcome=f"{done} as {claim.approver}. The case has your decision.",
+            outcome_class="ok",
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    if dev and records is not None:
+
+        @app.get("/", response_class=RedirectResponse)
+        async def home() -> RedirectResponse:
+            return RedirectResponse("/outbox")
+
+        @app.get("/outbox", response_class=HTMLResponse)
+        async def outbox(limit: int = 200) -> HTMLResponse:
+            async with records.transaction() as s:
+                rows = (
+                    await s.scalars(
+                        select(MessageRow).order_by(MessageRow.id.desc()).limit(min(limit, 1000))
+                    )
+                ).all()
+            return page("outbox.html", title="Outbox", rows=rows)
+
+        @app.get("/outbox/{message_id}/html")
+        async def outbox_html(message_id: int) -> Response:
+            async with records.transaction() as s:
+                row = await s.get(MessageRow, message_id)
+            if row is None or not row.html:
+                return Response("no such message", status_code=404)
+            return HTMLResponse(row.html)
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    """Inside the worker the process's signals stay the worker's own."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(
+    client: Client,
+    links: Links,
+    host: str,
+    port: int,
+    records: Records | None = None,
+    dev: bool = True,
+) -> None:
+    app = create_app(client, links, records, dev=dev)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    await _Server(config).serve()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="escalation-web", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--dev", action="store_true", help="also serve /outbox; dev secret")
+    parser.add_argument("--data-dir", default="data", help="where --dev keeps its secret")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        links = Links.from_env(Path(args.data_dir) if args.dev else None)
+    except ValueError as err:
+        raise SystemExit(f"configuration error: {err}") from None
+    if links is None:
+        raise SystemExit(
+            "configuration error: ESCALATION_SECRET and ESCALATION_WEB_URL are needed "
+            "(or run with --dev)"
+        )
+
+    async def run() -> None:
+        client = await connect(Settings())
+        records = Records.from_url() if args.dev else None
+        log.info("escalation-web on http://%s:%d", args.host, args.port)
+        config = uvicorn.Config(
+            create_app(client, links, records, dev=args.dev),
+            host=args.host,
+            port=args.port,
+            log_level="info",
+        )
+        await uvicorn.Server(config).serve()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
