@@ -291,10 +291,13 @@ class CaseActivities:
     ) -> list[dict[str, object]]:
         """Mail (or the log) for every message; an internal one also to each chat channel
         its person keeps for this severity (from the worker's policy: URLs hold tokens)."""
+        person = find_person(self.policy(), m.recipient) if m.channel == "internal" else None
+        name = person.name if person else snap.customer_name if m.channel == "customer" else None
         base: dict[str, object] = {
             "case_id": snap.case_id,
             "channel": m.channel,
             "recipient": m.recipient,
+            "recipient_name": name,
             "address": m.address[:254],
             "subject": m.subject[:300],
             "body": m.body,
@@ -305,7 +308,6 @@ class CaseActivities:
             "attempts": 0,
         }
         rows = [{**base, "key": m.key, "medium": "mail" if self.channels.mail else "log"}]
-        person = find_person(self.policy(), m.recipient) if m.channel == "internal" else None
         for i, ch in enumerate(person.channels if person else []):
             if snap.severity in ch.severities:
                 rows.append({**base, "key": f"{m.key}:chat{i}", "medium": "chat", "target": ch.url})

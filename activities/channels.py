@@ -51,6 +51,7 @@ class Delivery:
     address: str
     subject: str
     body: str
+    recipient_name: str | None = None
     html: str | None = None
     short: str | None = None
     target: str | None = None
@@ -130,7 +131,7 @@ def message_id(key: str, sender: str) -> str:
 def email_message(delivery: Delivery, sender: str) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = sender
-    msg["To"] = formataddr((delivery.recipient, delivery.address))
+    msg["To"] = formataddr((delivery.recipient_name or delivery.recipient, delivery.address))
     msg["Subject"] = delivery.subject
     msg["Message-ID"] = message_id(delivery.key, sender)
     msg["X-Escalation-Case"] = delivery.case_id

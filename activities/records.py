@@ -121,6 +121,7 @@ class MessageRow(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     # delivery: one row per message and medium; the relay (activities/relay.py) moves it on
     medium: Mapped[str] = mapped_column(String(10), default="log")  # mail|chat|webhook|log
+    recipient_name: Mapped[str | None] = mapped_column(String(200))  # as a mail addresses them
     target: Mapped[str | None] = mapped_column(Text)  # an Apprise or webhook URL
     html: Mapped[str | None] = mapped_column(Text)
     short: Mapped[str | None] = mapped_column(Text)

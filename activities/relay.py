@@ -46,6 +46,7 @@ def _delivery(row: MessageRow) -> Delivery:
         medium=row.medium,
         channel=row.channel,
         recipient=row.recipient,
+        recipient_name=row.recipient_name,
         address=row.address,
         subject=row.subject,
         body=row.body,

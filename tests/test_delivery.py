@@ -69,7 +69,7 @@ async def test_a_full_case_arrives_by_mail_with_both_parts_and_escaped_html(
     assert any(s.endswith("has been escalated") for s in subjects), subjects
     assert any("resolved" in s for s in subjects)
     asked = [m for m in box.messages if str(m["Subject"]).startswith("Approval needed")]
-    assert {str(m["To"]) for m in asked} >= {"sup-lee <jordan.lee@desk.example>"}
+    assert {str(m["To"]) for m in asked} >= {"Jordan Lee <jordan.lee@desk.example>"}
     for m in box.messages:
         plain = m.get_body(("plain",))
         html = m.get_body(("html",))

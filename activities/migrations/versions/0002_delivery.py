@@ -22,6 +22,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("messages") as t:
         t.add_column(sa.Column("medium", sa.String(10), nullable=False, server_default="log"))
+        t.add_column(sa.Column("recipient_name", sa.String(200), nullable=True))
         t.add_column(sa.Column("target", sa.Text(), nullable=True))
         t.add_column(sa.Column("html", sa.Text(), nullable=True))
         t.add_column(sa.Column("short", sa.Text(), nullable=True))
@@ -48,6 +49,7 @@ def downgrade() -> None:
             "short",
             "html",
             "target",
+            "recipient_name",
             "medium",
         ):
             t.drop_column(name)
