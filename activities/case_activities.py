@@ -160,7 +160,7 @@ class CaseActivities:
                     .group_by(AssignmentRow.person_id)
                 )
                 last: dict[str, datetime] = {who: at for who, at in last_rows if at is not None}
-                chosen = pick_assignee(ids, loads, last)
+                chosen = req.prefer if req.prefer in ids else pick_assignee(ids, loads, last)
                 earlier = AssignmentRow(
                     key=t.key,
                     case_id=snap.case_id,
@@ -256,12 +256,11 @@ class CaseActivities:
         await self._insert_new(s, MessageRow, deliveries)
         if t.report is not None:
             r = t.report
-            await self._insert_new(
+            await self._keep_report(
                 s,
-                ReportRow,
                 [
                     {
-                        "key": t.key,
+                        "key": f"{snap.workflow_id}:report",
                         "case_id": r.case_id,
                         "outcome": r.outcome,
                         "severity": r.severity,
@@ -273,6 +272,23 @@ class CaseActivities:
                     }
                 ],
             )
+
+    @staticmethod
+    async def _keep_report(s: AsyncSession, rows: list[dict[str, object]]) -> None:
+        """One report per case (the key is its workflow id's): a report written later in the
+        case's own time replaces an earlier one (the resolution's, by the one at close); a
+        late retry of an earlier one changes nothing."""
+        dialect = s.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        stmt = insert(ReportRow).values(rows)
+        newer = stmt.excluded.duration_seconds >= ReportRow.duration_seconds
+        await s.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["key"],
+                set_={c: stmt.excluded[c] for c in rows[0] if c != "key"},
+                where=newer,
+            )
+        )
 
     @staticmethod
     async def _insert_new(s: AsyncSession, table: type, rows: list[dict[str, object]]) -> None:

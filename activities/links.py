@@ -16,6 +16,7 @@ from pathlib import Path
 from itsdangerous import BadSignature, URLSafeSerializer
 
 APPROVAL = "approval"
+VERDICT = "verdict"  # the customer's rating and "not solved" links
 
 
 class InvalidToken(Exception):
@@ -30,12 +31,20 @@ class ApprovalClaim:
     expires: int  # unix seconds
 
 
+@dataclass(frozen=True, slots=True)
+class VerdictClaim:
+    case_id: str
+    resolution: int  # which resolution the customer answers (a reopened case has more)
+    expires: int  # unix seconds: the end of the reopen window
+
+
 class Links:
     def __init__(self, secret: str, base_url: str) -> None:
         if len(secret) < 16:
             raise ValueError("ESCALATION_SECRET: use at least 16 characters")
         self.base_url = base_url.rstrip("/")
         self._approvals = URLSafeSerializer(secret, salt="escalation-desk/" + APPROVAL)
+        self._verdicts = URLSafeSerializer(secret, salt="escalation-desk/" + VERDICT)
 
     @classmethod
     def from_env(cls, dev_folder: Path | None = None) -> Links | None:
@@ -74,4 +83,23 @@ class Links:
         claim = ApprovalClaim(str(case_id), str(requested_at), str(approver), int(expires))
         if (now or datetime.now(UTC)).timestamp() > claim.expires:
             raise InvalidToken("this link has expired")
+        return claim
+
+    def verdict_token(self, claim: VerdictClaim) -> str:
+        return str(self._verdicts.dumps([claim.case_id, claim.resolution, claim.expires]))
+
+    def rating_url(self, claim: VerdictClaim, score: int) -> str:
+        return f"{self.base_url}/feedback/{self.verdict_token(claim)}?score={score}"
+
+    def reopen_url(self, claim: VerdictClaim) -> str:
+        return f"{self.base_url}/reopen/{self.verdict_token(claim)}"
+
+    def read_verdict(self, token: str, now: datetime | None = None) -> VerdictClaim:
+        try:
+            case_id, resolution, expires = self._verdicts.loads(token)
+        except (BadSignature, ValueError, TypeError):
+            raise InvalidToken("this link is not valid") from None
+        claim = VerdictClaim(str(case_id), int(resolution), int(expires))
+        if (now or datetime.now(UTC)).timestamp() > claim.expires:
+            raise InvalidToken("this link has expired: the case is closed")
         return claim

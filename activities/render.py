@@ -25,7 +25,7 @@ from jinja2 import (
     select_autoescape,
 )
 
-from activities.links import ApprovalClaim, Links
+from activities.links import ApprovalClaim, Links, VerdictClaim
 from workflows.activity_models import CaseSnapshot, OutboundMessage
 from workflows.wording import clock_verb, fmt_duration, fmt_money, fmt_when
 
@@ -86,13 +86,28 @@ class Renderer:
         )
         return self.links.approval_url(claim)
 
+    def verdict_urls(self, message: OutboundMessage, case: CaseSnapshot) -> dict[str, Any]:
+        """The resolution mail's rating links (one per score) and its "not solved" link."""
+        facts = message.facts
+        if self.links is None or message.template != "resolved" or not facts.get("reopen_until"):
+            return {"rating_urls": None, "reopen_url": None}
+        until = datetime.fromisoformat(str(facts["reopen_until"]))
+        claim = VerdictClaim(case.case_id, int(facts["resolution_number"]), int(until.timestamp()))
+        ratings = {n: self.links.rating_url(claim, n) for n in range(1, 6)}
+        return {"rating_urls": ratings, "reopen_url": self.links.reopen_url(claim)}
+
     def render(self, message: OutboundMessage, case: CaseSnapshot) -> OutboundMessage:
         """The message with its subject, body, HTML and short form; one already rendered
         (queued as text by an older case) is kept as it is."""
         if message.template is None:
             return message
         name = message.template
-        context = {**message.facts, "case": case, "approval_url": self.approval_url(message, case)}
+        context = {
+            **message.facts,
+            "case": case,
+            "approval_url": self.approval_url(message, case),
+            **self.verdict_urls(message, case),
+        }
         subject = self.env.get_template(f"{name}.subject.txt").render(context).strip()
         body = self.env.get_template(f"{name}.body.txt").render(context)
         context.update(subject=subject, body=body)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from activities.policy_file import BUNDLED_POLICY
 
 # --- processes ------------------------------------------------------------------------------
 
@@ -40,6 +44,16 @@ class Proc:
                 self.popen.kill()
 
 
+def closing_policy() -> Path:
+    """The bundled policy with cases closing at their resolution: the happy path ends at its
+    report-up, not a reopen window (7 days) later. The window costs a case one timer and, at
+    its end, one record (README, Benchmark)."""
+    path = Path(tempfile.gettempdir()) / "escalation-bench-policy.toml"
+    text = re.sub(r"^reopen_window = .*$", "", BUNDLED_POLICY.read_text(), flags=re.M)
+    path.write_text(text)
+    return path
+
+
 def start_worker(
     kind: str, address: str, task_queue: str, db_url: str, policy: Path | None = None
 ) -> Proc:
@@ -50,8 +64,7 @@ def start_worker(
         "DATABASE_URL": db_url,
         "LOG_LEVEL": "WARNING",
     }
-    if policy:
-        env["ESCALATION_POLICY"] = str(policy)
+    env["ESCALATION_POLICY"] = str(policy or closing_policy())
     popen = subprocess.Popen(
         [sys.executable, "-m", "bench.worker", "--kind", kind],
         env=env,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -37,7 +38,7 @@ from activities.case_activities import CaseActivities
 from activities.channels import Channels, MemorySender
 from activities.links import Links
 from activities.migrate import upgrade
-from activities.policy_file import load_policy
+from activities.policy_file import BUNDLED_POLICY, load_policy
 from activities.records import Base, Records
 from activities.relay import Relay
 from activities.render import Renderer
@@ -68,8 +69,22 @@ def postgres_available() -> bool:
         return False
 
 
+def closing_at_resolution(text: str) -> str:
+    """A policy file's text without the reopen window: cases close when they are resolved."""
+    return re.sub(r"^reopen_window = .*$", "", text, flags=re.M)
+
+
 @pytest.fixture(scope="session")
 def policy() -> Policy:
+    """The bundled policy with cases closing at their resolution, as before the reopen window:
+    the paths to the resolution are tested on their own; the window has its own tests
+    (`windowed_policy`)."""
+    return load_policy().model_copy(update={"reopen_window": {}})
+
+
+@pytest.fixture(scope="session")
+def windowed_policy() -> Policy:
+    """The bundled policy as it is: resolved cases stay open for the reopen window."""
     return load_policy()
 
 
@@ -115,8 +130,10 @@ def start_worker_process(
         "ESCALATION_TASK_QUEUE": task_queue,
         "DATABASE_URL": db_url,
     }
-    if policy is not None:
-        env["ESCALATION_POLICY"] = str(policy)
+    if policy is None:  # the bundled one, closing at the resolution (see `policy`)
+        policy = log.with_name(f"{log.stem}-policy.toml")
+        policy.write_text(closing_at_resolution(BUNDLED_POLICY.read_text()))
+    env["ESCALATION_POLICY"] = str(policy)
     return subprocess.Popen(
         [sys.executable, "-m", "worker"],
         env=env,

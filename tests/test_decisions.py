@@ -18,8 +18,11 @@ from workflows.events import (
     ApprovalRequested,
     CustomerAskedAtTop,
     CustomerReplied,
+    Deescalated,
     Escalated,
+    FeedbackGiven,
     Renotified,
+    Reopened,
     Resolved,
     Transferred,
     WaitingForCustomer,
@@ -58,6 +61,23 @@ def staged(stage: str) -> Callable[[], CaseState]:
     return make
 
 
+def resolved(rated: bool = False) -> CaseState:
+    """Resolved by the assignee and reported up, open for the verdict for a week."""
+    state = with_events(assigned(identified()), Resolved(ASSIGNEE, "Refunded"))
+    with_events(state, decisions.report_up(state, T0 + timedelta(days=7)))
+    return with_events(state, FeedbackGiven(4, "quick")) if rated else state
+
+
+def at_tier_3() -> CaseState:
+    return assigned(with_events(assigned(identified()), Escalated(None, "test")), "sup-lee")
+
+
+def requiring_root_cause() -> CaseState:
+    state = assigned(identified())
+    state.policy = state.policy.model_copy(update={"root_cause_required": ["high", "critical"]})
+    return state
+
+
 STAGES: dict[str, Callable[[], CaseState | None]] = {
     "identify": lambda: None,
     "assign": identified,
@@ -70,6 +90,10 @@ STAGES: dict[str, Callable[[], CaseState | None]] = {
     "top_tier": at_top_tier,
     "report_up": staged("report_up"),
     "closed": staged("closed"),
+    "resolved": resolved,
+    "rated": lambda: resolved(rated=True),
+    "tier_3": at_tier_3,
+    "root_cause_required": requiring_root_cause,
 }
 
 REFUND_250 = {"kind": "refund", "amount": 250, "currency": "USD"}
@@ -178,6 +202,51 @@ TABLE: list[tuple[str, str, dict[str, Any], list[type] | str]] = [
     ("resolve", "customer_escalate", {"reason": "third call"}, [Escalated]),
     ("paused", "customer_escalate", {"reason": "third call"}, [Escalated]),
     ("top_tier", "customer_escalate", {"reason": "third call"}, [CustomerAskedAtTop]),
+    # root cause: from the policy's list; required where the policy says so
+    (
+        "resolve",
+        "resolve",
+        {"by": ASSIGNEE, "resolution": "x", "root_cause": "billing_error"},
+        [Resolved],
+    ),
+    (
+        "resolve",
+        "resolve",
+        {"by": ASSIGNEE, "resolution": "x", "root_cause": "gremlins"},
+        "root_cause: 'gremlins' is not one of billing_error",
+    ),
+    (
+        "root_cause_required",
+        "resolve",
+        {"by": ASSIGNEE, "resolution": "x"},
+        "root_cause: required for high cases",
+    ),
+    (
+        "root_cause_required",
+        "resolve",
+        {"by": ASSIGNEE, "resolution": "x", "root_cause": "process_gap"},
+        [Resolved],
+    ),
+    # after the resolution: one rating per resolution, reopen by the customer or the resolver
+    ("resolved", "customer_feedback", {"score": 5, "comment": "thanks"}, [FeedbackGiven]),
+    ("rated", "customer_feedback", {"score": 1}, "score: this resolution was already rated"),
+    ("resolve", "customer_feedback", {"score": 5}, "case is not resolved"),
+    ("closed", "customer_feedback", {"score": 5}, "case is closed"),
+    ("resolved", "reopen", {"by": "customer", "reason": "charged again"}, [Reopened]),
+    ("rated", "reopen", {"by": ASSIGNEE, "reason": "fix did not hold"}, [Reopened]),
+    ("resolved", "reopen", {"by": "sup-lee", "reason": "x"}, "by: only the customer or"),
+    ("resolve", "reopen", {"by": "customer", "reason": "x"}, "only a resolved case"),
+    ("closed", "reopen", {"by": "customer", "reason": "x"}, "case is closed"),
+    ("resolved", "acknowledge", {"by": ASSIGNEE}, "case is resolved; reopen it"),
+    ("resolved", "customer_escalate", {"reason": "x"}, "case is resolved; ask to reopen"),
+    # de-escalation: a supervisor at the case's tier hands it down; not from the lowest
+    ("tier_3", "deescalate", {"by": "sup-lee", "reason": "approval granted"}, [Deescalated]),
+    ("tier_3", "deescalate", {"by": "sup-mara", "reason": "x"}, [Deescalated]),
+    ("tier_3", "deescalate", {"by": "bill-ana", "reason": "x"}, "by: bill-ana is not a supervisor"),
+    ("tier_3", "deescalate", {"by": "sup-ito", "reason": "x"}, "not a supervisor at tier 3"),
+    ("resolve", "deescalate", {"by": ASSIGNEE, "reason": "x"}, "lowest desk tier (2)"),
+    ("top_tier", "deescalate", {"by": "exec-holt", "reason": "x"}, [Deescalated]),
+    ("assign", "deescalate", {"by": "sup-lee", "reason": "x"}, "no one holds it yet"),
 ]
 
 
@@ -210,6 +279,9 @@ PAYLOADS: dict[str, Callable[[str], dict[str, Any]]] = {
     "wait_for_customer": lambda by: {"by": by, "question": "?"},
     "customer_replied": lambda by: {"message": f"from {by}"},
     "customer_escalate": lambda by: {"reason": f"from {by}"},
+    "deescalate": lambda by: {"by": by, "reason": "x"},
+    "customer_feedback": lambda by: {"score": 3, "comment": f"from {by}"},
+    "reopen": lambda by: {"by": by, "reason": "x"},
 }
 
 

@@ -35,6 +35,7 @@ from starter.devserver import DevServer
 from tests.conftest import (
     POSTGRES_URL,
     Desk,
+    closing_at_resolution,
     postgres_available,
     record_store,
     sample_case,
@@ -55,7 +56,7 @@ def fast_policy(tmp_path: Path) -> Path:
     text = re.sub(
         r"^ack = \{.*\}$",
         'ack = { low = "30s", medium = "30s", high = "30s", critical = "30s" }',
-        BUNDLED_POLICY.read_text(),
+        closing_at_resolution(BUNDLED_POLICY.read_text()),
         flags=re.M,
     ).replace('version = "2026.11-2"', 'version = "fault-test"')
     path = tmp_path / "policy.toml"

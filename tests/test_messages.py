@@ -26,6 +26,12 @@ NAME_FIELD = {name: "by" for name in MESSAGES} | {
 def malformed(name: str) -> list[tuple[dict[str, Any], str]]:
     """`{}`, a number where a name goes, an unknown field: each with what the refusal says."""
     valid = PAYLOADS[name]("bill-ana")
+    if name == "customer_feedback":  # a score, not a name
+        return [
+            ({}, "score: Field required"),
+            ({**valid, "score": 9}, "score: Input should be less than or equal to 5"),
+            ({**valid, "urgent": True}, "urgent: Extra inputs are not permitted"),
+        ]
     field = NAME_FIELD[name]
     return [
         ({}, f"{field}: Field required"),

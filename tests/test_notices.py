@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.links import InvalidToken, Links
+from activities.links import ApprovalClaim, InvalidToken, Links
 from activities.render import BUNDLED_TEMPLATES, Renderer
 from workflows import decisions, evolve, projections
 from workflows.activity_models import OutboundMessage
@@ -21,8 +21,10 @@ from workflows.events import (
     CustomerReplied,
     CustomerUpdated,
     Escalated,
+    FeedbackGiven,
     HardCapReached,
     Renotified,
+    Reopened,
     Resolved,
     SlaBreached,
     SlaWarned,
@@ -75,6 +77,10 @@ def everything_a_case_sends() -> list[OutboundMessage]:
         Resolved("exec-holt", "Refunded the duplicate charge"),
     )
     evolve.apply(s, decisions.report_up(s), LATER)
+    windowed = assigned(identified(case_id="M-3"))
+    with_events(windowed, Acknowledged(ASSIGNEE), Resolved(ASSIGNEE, "Refunded", "billing_error"))
+    evolve.apply(windowed, decisions.report_up(windowed, LATER + timedelta(days=7)), LATER)
+    with_events(windowed, FeedbackGiven(2, "Took too long"), Reopened("customer", "Charged again"))
     capped = assigned(identified(case_id="M-2"))
     with_events(capped, HardCapReached())
     evolve.apply(capped, decisions.report_up(capped), T0 + timedelta(days=30))
@@ -86,7 +92,11 @@ def everything_a_case_sends() -> list[OutboundMessage]:
         template="assigned",
         facts={"person": "bill-ana", "tier_name": "Specialists", "department_name": "Billing"},
     )
-    return [*rendered(s, [*s.outbox, assign]), *rendered(capped, capped.outbox)]
+    return [
+        *rendered(s, [*s.outbox, assign]),
+        *rendered(capped, capped.outbox),
+        *rendered(windowed, windowed.outbox),
+    ]
 
 
 SENT = everything_a_case_sends()
@@ -116,7 +126,11 @@ def test_customer_messages_carry_no_internal_names_or_notes() -> None:
     for message in SENT:
         if message.channel == "customer":
             assert message.body.startswith("Dear Ada Lopez,\n\n")
-            assert message.body.endswith("Case reference: M-1") or "M-2" in message.body
+            assert (
+                message.body.endswith("Case reference: M-1")
+                or "M-2" in message.body
+                or ("M-3" in message.body)
+            )
             assert not any(word in message.body for word in staff), message.body
 
 
@@ -200,3 +214,22 @@ def test_a_token_changed_or_signed_elsewhere_is_refused() -> None:
     ):
         with pytest.raises(InvalidToken):
             LINKS.read_approval(bad, now=T0)
+
+
+def test_the_resolution_mail_asks_for_a_rating_and_offers_a_reopen() -> None:
+    s = assigned(identified())
+    with_events(s, Acknowledged(ASSIGNEE), Resolved(ASSIGNEE, "Refunded"))
+    until = LATER + timedelta(days=7)
+    evolve.apply(s, decisions.report_up(s, until), LATER)
+    mail = next(m for m in rendered(s, s.outbox, LINKS) if m.template == "resolved")
+    urls = [u for u in mail.body.split() if u.startswith("https://desk.example/")]
+    ratings = [u for u in urls if "/feedback/" in u]
+    assert [u.rsplit("score=", 1)[1] for u in ratings] == ["1", "2", "3", "4", "5"]
+    reopen = next(u for u in urls if "/reopen/" in u)
+    claim = LINKS.read_verdict(reopen.rsplit("/", 1)[1], now=LATER)
+    assert (claim.case_id, claim.resolution, claim.expires) == ("M-1", 1, int(until.timestamp()))
+    assert mail.html is not None and all(u.replace("&", "&amp;") in mail.html for u in urls)
+    with pytest.raises(InvalidToken, match="expired"):
+        LINKS.read_verdict(reopen.rsplit("/", 1)[1], now=until + timedelta(seconds=1))
+    with pytest.raises(InvalidToken):  # an approval token is not a verdict token
+        LINKS.read_verdict(LINKS.approval_token(ApprovalClaim("M-1", "x", "sup-lee", 2**31)))

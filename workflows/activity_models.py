@@ -100,6 +100,7 @@ class AssignRequest(BaseModel):
     assigned_seq: int
     tier_name: str
     department_name: str
+    prefer: str | None = None  # picked if eligible: the assignee who resolved a reopened case
 
 
 class AssignResult(BaseModel):

@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from workflows import decisions, evolve, projections, rules
+    from workflows import carry, decisions, evolve, projections, rules
     from workflows import search_attributes as sa
     from workflows.activity_models import (
         AssignRequest,
@@ -47,6 +47,10 @@ CONCURRENT_RECORDER = "concurrent-recorder"  # the records are written beside th
 TIMER_CLOCK = "timer-clock"  # a fired timer reads the clock (a local activity) first
 NO_LATE_WARNING = "no-late-warning"  # no warning once its deadline has passed as well
 RENOTIFY = "renotify"  # an unacknowledged assignee is paged again (policy renotify_every)
+RESOLVED_STAGE = "resolved-stage"  # resolved cases stay open for the reopen window
+CONTINUE_AS_NEW = "continue-as-new"  # a long case carries its state into a new run
+
+MAX_HISTORY_EVENTS = 2_000  # well below the server's limits (50k events, 50 MB)
 
 ACTIVITY_TIMEOUT = timedelta(seconds=10)
 ACTIVITY_RETRY = RetryPolicy(
@@ -85,21 +89,34 @@ class EscalationCase:
 
     @workflow.run
     async def run(self, raw: Any) -> CaseReport:
-        try:
-            case = case_input(raw, workflow.info().workflow_id)
-        except ValueError as err:
-            raise ApplicationError(str(err), type="InvalidCaseInput", non_retryable=True) from None
-        now = workflow.now()
-        evolve.open_case(self._opening, case, now)
-        self._set_details()
-        await self._open_and_identify(case, now)
-        self._upsert_search_attributes()
-        if workflow.patched(CONCURRENT_RECORDER):
-            await self._run_clocks_with_recorder()
+        if carry.is_carried(raw):  # a long case, continued as new: it carries on as it was
+            self._state, self._step = carry.restored(raw)
+            self._opening.case, self._opening.opened_at = self._case.case, self._case.opened_at
         else:
-            await self._run_clocks_then_record()
-        self._enter_stage("report_up")
-        report = await self._report_up()
+            try:
+                case = case_input(raw, workflow.info().workflow_id)
+            except ValueError as err:
+                raise ApplicationError(
+                    str(err), type="InvalidCaseInput", non_retryable=True
+                ) from None
+            now = workflow.now()
+            evolve.open_case(self._opening, case, now)
+            self._set_details()
+            await self._open_and_identify(case, now)
+        self._upsert_search_attributes()
+        while True:
+            if workflow.patched(CONCURRENT_RECORDER):
+                await self._run_clocks_with_recorder()
+            else:
+                await self._run_clocks_then_record()
+            if self._case.window_closed:
+                report = await self._close()
+                break
+            self._enter_stage("report_up")
+            report = await self._report_up()
+            if self._case.stage != "resolved":
+                break
+            self._enter_stage("resolved")  # open for the customer's verdict and a reopen
         self._enter_stage("closed")
         self._settled = self._mutations
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -145,6 +162,8 @@ class EscalationCase:
                 await self._assign()
             if s.finish is not None:
                 break
+            if self._history_is_long() and workflow.patched(CONTINUE_AS_NEW):
+                await self._continue_as_new(recorder)
             due = decisions.next_due(s)
             seen = self._mutations
             wait = (due.at - workflow.now()).total_seconds()
@@ -164,6 +183,27 @@ class EscalationCase:
         await workflow.wait_condition(lambda: not self._recording)
         self._recorder_stop = True
         await recorder
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > MAX_HISTORY_EVENTS
+        )
+
+    async def _continue_as_new(self, recorder: asyncio.Task[None]) -> None:
+        """At a safe point only: every message applied is recorded and answered, so none in
+        flight is lost; one that arrives meanwhile is delivered to the next run."""
+        s = self._case
+        await workflow.wait_condition(
+            lambda: (
+                not (self._recording or s.unrecorded or s.outbox)
+                and workflow.all_handlers_finished()
+            )
+        )
+        self._recorder_stop = True
+        await recorder
+        workflow.continue_as_new(carry.carried(s, self._step))
 
     def _changed_since(self, seen: int) -> Callable[[], bool]:
         """Wake the clock loop when a message changed the case (its next deadline may too)."""
@@ -254,6 +294,7 @@ class EscalationCase:
                 assigned_seq=len(s.timeline),  # the line AssignmentStarted reserved
                 tier_name=rules.tier_policy(policy, s.tier).name,
                 department_name=dept_name,
+                prefer=s.prefer,
             ),
             result_type=AssignResult,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
@@ -282,9 +323,13 @@ class EscalationCase:
 
     async def _report_up(self) -> CaseReport:
         s, now = self._case, workflow.now()
-        reported = decisions.report_up(s)
+        until = decisions.reopen_until(s, now)  # none in policies pinned by older cases
+        if until is not None and not workflow.patched(RESOLVED_STAGE):
+            until = None
+        reported = decisions.report_up(s, until)
         evolve.apply(s, reported, now)
-        transition = self._take_transition(closing=True)
+        mark = self._mutations
+        transition = self._take_transition(closing=until is None)
         transition.report = report = projections.report(s, now)
         await workflow.execute_activity(
             "record_transition",
@@ -293,6 +338,22 @@ class EscalationCase:
             retry_policy=ACTIVITY_RETRY,
             summary=f"Report {s.case.case_id} up to {', '.join(reported.recipients)}; "
             "tell the customer",
+        )
+        if until is not None:  # the resolve that led here may answer now
+            self._recorded(mark)
+        return report
+
+    async def _close(self) -> CaseReport:
+        """The reopen window ended: the final report, with the customer's verdict."""
+        s, now = self._case, workflow.now()
+        transition = self._take_transition(closing=True)
+        transition.report = report = projections.report(s, now)
+        await workflow.execute_activity(
+            "record_transition",
+            transition,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+            summary=f"Close {s.case.case_id}: reopen window ended",
         )
         return report
 

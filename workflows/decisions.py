@@ -24,24 +24,31 @@ from workflows.events import (
     CustomerAskedAtTop,
     CustomerReplied,
     CustomerUpdated,
+    Deescalated,
     Escalated,
     Event,
+    FeedbackGiven,
     HardCapReached,
     Renotified,
+    Reopened,
     ReportedUp,
     Resolved,
     SlaBreached,
     SlaWarned,
     Transferred,
     WaitingForCustomer,
+    WindowClosed,
 )
 from workflows.models import (
     Acknowledge,
     ApprovalDecision,
     Approve,
     CustomerEscalate,
+    CustomerFeedback,
+    Deescalate,
     Escalate,
     Reject,
+    Reopen,
     RequestApproval,
     Resolve,
     WaitForCustomer,
@@ -73,6 +80,8 @@ def decide(state: CaseState | None, name: str, msg: Any, now: datetime) -> Decis
 
 
 def _customer_escalate(s: CaseState, msg: CustomerEscalate, now: datetime) -> Decision:
+    if s.stage == "resolved":
+        return Refused("case is resolved; ask to reopen it instead")
     if s.stage != "resolve":
         return Refused("case is being assigned; try again in a moment")
     if rules.next_tier(s.policy, s.tier) is None:
@@ -105,6 +114,8 @@ def _approval_decision(decision: ApprovalDecision) -> Decider:
 
 
 def _held(s: CaseState) -> Refused | None:
+    if s.stage == "resolved":
+        return Refused("case is resolved; reopen it to act on it again")
     if s.stage != "resolve" or s.assignee is None:
         return Refused("case is being assigned; no one holds it yet")
     return None
@@ -153,7 +164,51 @@ def _acknowledge(s: CaseState, msg: Acknowledge, now: datetime) -> Decision:
 def _resolve(s: CaseState, msg: Resolve, now: datetime) -> Decision:
     if refused := _by_assignee(s, msg.by):
         return refused
-    return [*_withdrawn(s, msg.by, "case resolved"), Resolved(msg.by, msg.resolution)]
+    causes = s.policy.root_causes
+    if msg.root_cause is not None and msg.root_cause not in causes:
+        return Refused(f"root_cause: {msg.root_cause!r} is not one of {', '.join(causes)}")
+    if msg.root_cause is None and s.severity in s.policy.root_cause_required:
+        return Refused(f"root_cause: required for {s.severity} cases (one of {', '.join(causes)})")
+    resolved = Resolved(msg.by, msg.resolution, msg.root_cause)
+    return [*_withdrawn(s, msg.by, "case resolved"), resolved]
+
+
+def _deescalate(s: CaseState, msg: Deescalate, now: datetime) -> Decision:
+    if refused := _held(s):
+        return refused
+    lowest = s.policy.tiers[0].level
+    if s.tier <= lowest:
+        return Refused(f"case is at the lowest desk tier ({lowest}); nothing to hand down to")
+    at_top = rules.next_tier(s.policy, s.tier) is None
+    here = rules.people_at(s.policy, s.department, s.tier) if not at_top else s.policy.executives
+    if not any(p.id == msg.by for p in here):
+        return Refused(f"by: {msg.by} is not a supervisor at tier {s.tier} of {s.department}")
+    if s.pending is not None:
+        return Refused("an approval is pending; decide it before handing the case down")
+    return [Deescalated(msg.by, msg.reason)]
+
+
+# --- after the resolution: the customer's verdict and reopening ---------------------------
+
+
+def _customer_feedback(s: CaseState, msg: CustomerFeedback, now: datetime) -> Decision:
+    if s.stage != "resolved":
+        return Refused(
+            "case is not resolved: feedback is taken after the resolution, until the case closes"
+        )
+    if any(f.resolution == s.resolutions for f in s.feedback):
+        return Refused("score: this resolution was already rated")
+    return [FeedbackGiven(msg.score, msg.comment)]
+
+
+def _reopen(s: CaseState, msg: Reopen, now: datetime) -> Decision:
+    if s.stage != "resolved":
+        return Refused("case is not resolved; only a resolved case can be reopened")
+    if msg.by not in ("customer", s.resolved_by):
+        return Refused(
+            f"by: only the customer or the assignee who resolved it ({s.resolved_by}) may reopen"
+        )
+    return [Reopened(msg.by, msg.reason)]
 
 
 def _wait_for_customer(s: CaseState, msg: WaitForCustomer, now: datetime) -> Decision:
@@ -198,6 +253,9 @@ DECIDERS: dict[str, Decider] = {
     "wait_for_customer": _wait_for_customer,
     "customer_replied": _customer_replied,
     "customer_escalate": _customer_escalate,
+    "deescalate": _deescalate,
+    "customer_feedback": _customer_feedback,
+    "reopen": _reopen,
 }
 
 
@@ -222,6 +280,12 @@ def accepted(events: list[Event], state: CaseState) -> str:
             return "SLA clock resumed"
         case CustomerAskedAtTop():
             return "noted; case is already at the top tier"
+        case Deescalated():
+            return f"handed down to tier {state.tier}"
+        case FeedbackGiven(score=score):
+            return f"rating {score}/5 recorded"
+        case Reopened():
+            return f"reopened at tier {state.tier}"
     raise AssertionError(f"no answer for {events[-1]!r}")
 
 
@@ -232,6 +296,9 @@ def next_due(s: CaseState) -> Due:
     """The nearest instant at which the case must act by itself (the hard cap is always
     ahead, so there is always one). Ties go to the first in this order."""
     policy, severity = s.policy, s.severity
+    if s.stage == "resolved" and s.reopen_until is not None:
+        span = fmt_duration(policy.reopen_window.get(severity, 0))
+        return Due(s.reopen_until, DueKind.WINDOW_END, f"Reopen window ({span})")
     options = [Due(s.hard_cap_at, DueKind.HARD_CAP, f"Hard cap ({fmt_duration(policy.hard_cap)})")]
     if s.pending is not None and s.pending.due_by is not None:
         who = ", ".join(s.pending.notified)
@@ -317,6 +384,7 @@ ON_DUE: dict[DueKind, Callable[[CaseState, Due, datetime], list[Event]]] = {
     DueKind.APPROVAL: _approval_timeout,
     DueKind.BREACH: _breach,
     DueKind.RENOTIFY: _renotify,
+    DueKind.WINDOW_END: lambda s, due, now: [WindowClosed()],
 }
 
 
@@ -326,7 +394,13 @@ def sla_deadline(s: CaseState, clock: Clock) -> datetime:
     return s.clocks.ack_by if clock is Clock.ACK else s.clocks.resolve_by
 
 
-def report_up(s: CaseState) -> ReportedUp:
+def report_up(s: CaseState, window_until: datetime | None = None) -> ReportedUp:
     """The supervisor chain above the case; the executives too when breached or critical."""
     people = rules.report_recipients(s.policy, s.department, s.tier, s.sla_breached, s.severity)
-    return ReportedUp([p.id for p in people])
+    return ReportedUp([p.id for p in people], window_until)
+
+
+def reopen_until(s: CaseState, now: datetime) -> datetime | None:
+    """When a case resolved now closes: the policy's reopen window (none: at once)."""
+    window = s.policy.reopen_window.get(s.severity)
+    return now + timedelta(seconds=window) if window and s.finish == "resolved" else None

@@ -20,6 +20,7 @@ class Acknowledged:
 class Resolved:
     by: str
     resolution: str
+    root_cause: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,8 @@ class Assigned:
 @dataclass(frozen=True, slots=True)
 class ReportedUp:
     recipients: list[str]
+    # resolved, with a reopen window: the case stays open (stage `resolved`) until then
+    window_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,33 @@ class Renotified:
     person: str
     page: int
     due_at: datetime  # the next page counts from the schedule, not from a late wake-up
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackGiven:
+    score: int
+    comment: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reopened:
+    """Back to the tier and department that resolved it, with fresh clocks."""
+
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WindowClosed:
+    """The reopen window ended: the case closes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deescalated:
+    """A supervisor hands the case back down a tier."""
+
+    by: str
+    reason: str
 
 
 Event = (
@@ -161,4 +191,8 @@ Event = (
     | Assigned
     | ReportedUp
     | Renotified
+    | FeedbackGiven
+    | Reopened
+    | WindowClosed
+    | Deescalated
 )

@@ -21,17 +21,21 @@ from workflows.events import (
     CustomerAskedAtTop,
     CustomerReplied,
     CustomerUpdated,
+    Deescalated,
     Escalated,
     Event,
+    FeedbackGiven,
     HardCapReached,
     MessageIgnored,
     Renotified,
+    Reopened,
     ReportedUp,
     Resolved,
     SlaBreached,
     SlaWarned,
     Transferred,
     WaitingForCustomer,
+    WindowClosed,
 )
 from workflows.models import (
     ApprovalDecision,
@@ -39,7 +43,9 @@ from workflows.models import (
     Breach,
     CaseInput,
     Channel,
+    Feedback,
     PendingApproval,
+    Reopening,
     TierVisit,
     TimelineEntry,
 )
@@ -135,11 +141,45 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             state.acknowledged = True
             _note(state, now, "acknowledged", by, "")
             _tell_customer(state, "acknowledged", department_name=_department_name(state))
-        case Resolved(by=by, resolution=resolution):
+        case Resolved(by=by, resolution=resolution, root_cause=root_cause):
             state.acknowledged = True
             state.resolution, state.resolved_by = resolution, by
-            _note(state, now, "resolved", by, resolution)
+            state.root_cause = root_cause
+            state.resolutions += 1
+            cause = f" (root cause: {root_cause})" if root_cause else ""
+            _note(state, now, "resolved", by, resolution + cause)
             state.finish = "resolved"
+        case FeedbackGiven(score=score, comment=comment):
+            state.feedback.append(
+                Feedback(score=score, comment=comment, at=now, resolution=state.resolutions)
+            )
+            _note(state, now, "customer feedback", "customer", f"{score}/5 {comment}".strip())
+            if state.resolved_by:
+                _notify(state, state.resolved_by, "feedback_received", score=score, comment=comment)
+        case Reopened(by=by, reason=reason):
+            state.reopens.append(
+                Reopening(
+                    by=by, reason=reason, at=now, tier=state.tier, department=state.department
+                )
+            )
+            where = f"tier {state.tier}, {state.department}"
+            _note(state, now, "reopened", by, f"{reason} (back to {where})")
+            state.prefer, state.finish, state.reopen_until = state.resolved_by, None, None
+            state.resolution = None
+            _enter_tier(state, state.tier, state.department, now)
+            for person in rules.supervisors(policy, state.department, state.tier):
+                _notify(state, person.id, "reopened", by=by, reason=reason, tier=state.tier)
+            _tell_customer(state, "customer_reopened")
+        case WindowClosed():
+            rated = len(state.feedback)
+            _note(state, now, "closed", None, f"reopen window ended; {rated} rating(s)")
+            state.finish, state.window_closed, state.closed_at = "resolved", True, now
+        case Deescalated(by=by, reason=reason):
+            levels = [t.level for t in policy.tiers]
+            lower = levels[levels.index(state.tier) - 1]
+            state.deescalations += 1
+            _note(state, now, "de-escalated", by, f"tier {state.tier} -> {lower}: {reason}")
+            _enter_tier(state, lower, state.department, now)
         case Escalated(by=by, reason=reason, automatic=automatic):
             _escalate(state, by, reason, automatic, now)
         case Transferred(by=by, department=department, reason=reason):
@@ -297,7 +337,7 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             ack_by = state.clocks.ack_by.isoformat() if state.clocks else None
             _notify(state, person, "renotify", person=person, page=page + 1, ack_by=ack_by)
         case Assigned(assignee=assignee, entry=entry):
-            state.paged_at, state.pages = now, 0
+            state.paged_at, state.pages, state.prefer = now, 0, None
             state.timeline[entry.seq - 1] = entry
             state.needs_assign = False
             state.exclude = []
@@ -306,7 +346,7 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             state.acknowledged = False
             state.clocks = rules.clocks(policy, state.tier, state.severity, now)
             state.tiers[-1].assignees.append(assignee)
-        case ReportedUp(recipients=recipients):
+        case ReportedUp(recipients=recipients, window_until=window_until):
             _note(
                 state,
                 now,
@@ -318,10 +358,20 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             facts = final.model_dump(mode="json", exclude={"timeline"})
             for person_id in recipients:
                 _notify(state, person_id, "case_report", report=facts)
-            if final.outcome == "resolved":
-                _tell_customer(state, "resolved", resolution=state.resolution)
-            else:
+            if final.outcome != "resolved":
                 _tell_customer(state, "closed_by_cap", hard_cap_seconds=policy.hard_cap)
+            elif window_until is None:
+                _tell_customer(state, "resolved", resolution=state.resolution)
+            else:  # open for the customer's verdict: the mail carries the rating links
+                _tell_customer(
+                    state,
+                    "resolved",
+                    resolution=state.resolution,
+                    resolution_number=state.resolutions,
+                    reopen_until=window_until.isoformat(),
+                )
+                state.stage, state.finish, state.reopen_until = "resolved", None, window_until
+                return
             state.closed_at = final.closed_at
         case _:
             raise AssertionError(f"unhandled event {event!r}")

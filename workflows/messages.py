@@ -14,9 +14,12 @@ from workflows.models import (
     Acknowledge,
     Approve,
     CustomerEscalate,
+    CustomerFeedback,
     CustomerReplied,
+    Deescalate,
     Escalate,
     Reject,
+    Reopen,
     RequestApproval,
     Resolve,
     Strict,
@@ -98,6 +101,24 @@ MESSAGES: dict[str, Message] = {
             CustomerEscalate,
             "the customer (through the desk)",
             "the customer asks for escalation: up a tier",
+        ),
+        Message(
+            "deescalate",
+            Deescalate,
+            "a supervisor at the case's tier",
+            "hands the case back down a tier; clocks restart there",
+        ),
+        Message(
+            "customer_feedback",
+            CustomerFeedback,
+            "the customer (rating link)",
+            "the customer's rating after the resolution, once per resolution",
+        ),
+        Message(
+            "reopen",
+            Reopen,
+            "the customer (`by` customer) or the assignee who resolved it",
+            "back to the resolving tier within the reopen window",
         ),
     )
 }

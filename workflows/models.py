@@ -21,7 +21,7 @@ from pydantic import (
 
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
-Stage = Literal["identify", "assign", "resolve", "report_up", "closed"]
+Stage = Literal["identify", "assign", "resolve", "report_up", "resolved", "closed"]
 EscalationType = Literal["functional", "hierarchical"]
 Outcome = Literal["resolved", "hard_cap"]
 ApprovalDecision = Literal["approved", "rejected", "expired", "withdrawn"]
@@ -104,6 +104,9 @@ class Acknowledge(Strict):
 class Resolve(Strict):
     by: PersonRef
     resolution: NonEmpty
+    root_cause: Annotated[
+        str | None, Field(description="why it happened, from the policy's root_causes")
+    ] = None
 
 
 class Escalate(Strict):
@@ -147,6 +150,21 @@ class CustomerReplied(Strict):
 
 
 class CustomerEscalate(Strict):
+    reason: NonEmpty
+
+
+class CustomerFeedback(Strict):
+    score: Annotated[int, Field(ge=1, le=5, description="the customer's rating, 1 to 5")]
+    comment: Annotated[str, Field(max_length=5000)] = ""
+
+
+class Reopen(Strict):
+    by: PersonRef  # "customer", or the assignee who resolved it
+    reason: NonEmpty
+
+
+class Deescalate(Strict):
+    by: PersonRef
     reason: NonEmpty
 
 
@@ -202,6 +220,21 @@ class TierVisit(BaseModel):
     seconds: float = 0.0
 
 
+class Feedback(BaseModel):
+    score: int
+    comment: str = ""
+    at: UtcDatetime
+    resolution: int  # which resolution it rates (1 for the first, 2 after a reopen, ...)
+
+
+class Reopening(BaseModel):
+    by: str
+    reason: str
+    at: UtcDatetime
+    tier: int
+    department: str
+
+
 class CaseStatus(BaseModel):
     """The `status` query. Every key is always present; null means none."""
 
@@ -231,6 +264,10 @@ class CaseStatus(BaseModel):
     closed_at: UtcDatetime | None
     outcome: Outcome | None
     resolution: str | None
+    root_cause: str | None = None
+    reopen_until: UtcDatetime | None = None  # in `resolved`: when the case closes
+    feedback: list[Feedback] = []
+    reopens: list[Reopening] = []
     timeline: list[TimelineEntry]
 
 
@@ -256,6 +293,10 @@ class CaseReport(BaseModel):
     resolved_by: str | None
     escalations: int
     policy_version: str
+    root_cause: str | None = None
+    feedback: list[Feedback] = []
+    reopens: list[Reopening] = []
+    deescalations: int = 0
     timeline: list[TimelineEntry]
 
 

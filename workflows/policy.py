@@ -146,6 +146,17 @@ class Policy(_Model):
     customer_update_every: dict[Severity, Duration]
     # How often an assignee who has not acknowledged is paged again; none: never.
     renotify_every: dict[Severity, Duration] = {}
+    # After the resolution the case stays open this long for the customer's verdict and a
+    # reopen, then closes. Absent (policies pinned by older cases): it closes at once.
+    reopen_window: dict[Severity, Duration] = {}
+    root_causes: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]] = [
+        "billing_error",
+        "product_defect",
+        "process_gap",
+        "customer_education",
+        "third_party",
+    ]
+    root_cause_required: list[Severity] = []  # a resolve without one is refused
     severity_raise: SeverityRaise = SeverityRaise()
     tiers: list[TierPolicy]
     default_route: Route

@@ -83,6 +83,10 @@ def status(state: CaseState | None, opening: Opening, case_id: str) -> CaseStatu
         closed_at=s.closed_at,
         outcome=s.finish if s.stage == "closed" else None,
         resolution=s.resolution,
+        root_cause=s.root_cause,
+        reopen_until=s.reopen_until,
+        feedback=s.feedback,
+        reopens=s.reopens,
         timeline=s.timeline,
     )
 
@@ -145,6 +149,10 @@ def report(state: CaseState, now: datetime) -> CaseReport:
         resolved_by=s.resolved_by,
         escalations=s.escalations,
         policy_version=s.policy.version,
+        root_cause=s.root_cause,
+        feedback=list(s.feedback),
+        reopens=list(s.reopens),
+        deescalations=s.deescalations,
         timeline=list(s.timeline),
     )
 

@@ -17,8 +17,10 @@ from workflows.models import (
     Breach,
     CaseInput,
     EscalationType,
+    Feedback,
     Outcome,
     PendingApproval,
+    Reopening,
     Severity,
     Stage,
     TierVisit,
@@ -80,6 +82,15 @@ class CaseState:
     renotify_every: int | None = None  # seconds between pages of an unacknowledged assignee
     paged_at: datetime | None = None  # the assignment or the last page
     pages: int = 0  # re-notifications in this assignment
+    # after the resolution
+    root_cause: str | None = None
+    resolutions: int = 0
+    reopen_until: datetime | None = None  # in `resolved`: when the case closes
+    window_closed: bool = False
+    prefer: str | None = None  # whom the next assignment picks if on shift (a reopen)
+    feedback: list[Feedback] = field(default_factory=list)
+    reopens: list[Reopening] = field(default_factory=list)
+    deescalations: int = 0
     # what the records and the outbox have not had yet
     unrecorded: list[TimelineEntry] = field(default_factory=list)
     outbox: list[OutboundMessage] = field(default_factory=list)
@@ -98,6 +109,7 @@ class DueKind(StrEnum):
     BREACH = "breach"
     CUSTOMER_UPDATE = "customer_update"
     RENOTIFY = "renotify"
+    WINDOW_END = "window_end"
 
 
 @dataclass(frozen=True, slots=True)
