@@ -219,7 +219,27 @@ class CaseClient:
                 cause = cause.__cause__  # type: ignore[assignment]
             raise CaseError(f"{name} refused: {cause.message if cause else err}") from None
         except RPCError as err:
+            closed = await self._closed(case_id)
+            if closed is not None:
+                raise CaseError(
+                    f"{name} refused: case {case_id} is closed ({closed}); open a new case instead"
+                ) from None
             raise _rpc_error(case_id, err) from None
+
+    async def _closed(self, case_id: str) -> str | None:
+        """How a case that no longer takes messages ended, or None if it is running."""
+        request = DescribeWorkflowExecutionRequest(
+            namespace=self.client.namespace,
+            execution=WorkflowExecution(workflow_id=workflow_id_for(case_id)),
+        )
+        try:  # the raw call: only the status is wanted
+            desc = await self.client.workflow_service.describe_workflow_execution(request)
+        except RPCError:
+            return None
+        status = WorkflowExecutionStatus(desc.workflow_execution_info.status)
+        if status == WorkflowExecutionStatus.RUNNING:
+            return None
+        return status.name.lower().replace("_", " ")
 
     async def report(self, case_id: str) -> CaseReport:
         handle = self.client.get_workflow_handle(workflow_id_for(case_id), result_type=CaseReport)

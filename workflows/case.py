@@ -155,6 +155,7 @@ class EscalationCase:
         an escalation. Assignment and report-up wait for the recorder, then carry what is
         still unrecorded in their own activity."""
         s = self._case
+        self._recorder_stop = False  # a reopened or continued case runs it again
         recorder = asyncio.create_task(self._recorder())
         while True:
             if s.needs_assign:
