@@ -31,7 +31,7 @@ from sqlalchemy import select
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from activities.links import ApprovalClaim, InvalidToken, Links
+from activities.links import ApprovalClaim, InvalidToken, Links, VerdictClaim
 from activities.policy_file import PolicySource
 from activities.records import MessageRow, Records
 from starter.config import Settings, connect
@@ -192,6 +192,96 @@ def create_app(
             outcome=f"{done} as {claim.approver}. The case has your decision.",
             outcome_class="ok",
         )
+
+    async def verdict(token: str) -> tuple[VerdictClaim, CaseStatus] | HTMLResponse:
+        try:
+            claim = links.read_verdict(token)
+        except InvalidToken as err:
+            return denied(str(err).capitalize() + ".")
+        try:
+            case = await client.get_workflow_handle(workflow_id_for(claim.case_id)).query(
+                "status", result_type=CaseStatus
+            )
+        except RPCError:
+            return page("denied.html", 404, title="Case not found", reason="No such case.")
+        return claim, case
+
+    def verdict_page(claim: VerdictClaim, case: CaseStatus, **extra: Any) -> HTMLResponse:
+        context: dict[str, Any] = {"title": f"Your case {claim.case_id}", "case": case}
+        return page("verdict.html", **(context | extra))
+
+    def verdict_state(claim: VerdictClaim, case: CaseStatus) -> str | None:
+        """Why this link can do nothing more, or None."""
+        if case.stage != "resolved":
+            return f"Your case is {case.stage.replace('_', ' ')} now; this link has done its part."
+        if case.resolutions != claim.resolution:
+            return "Your case has been resolved again since; please use the latest message."
+        return None
+
+    @app.get("/feedback/{token}", response_class=HTMLResponse)
+    async def feedback_page(token: str, score: int = 5) -> HTMLResponse:
+        found = await verdict(token)
+        if isinstance(found, HTMLResponse):
+            return found
+        claim, case = found
+        if moved := verdict_state(claim, case):
+            return verdict_page(claim, case, outcome=moved, outcome_class="warn")
+        given = [f for f in case.feedback if f.resolution == claim.resolution]
+        if given:
+            said = f"You rated this {given[0].score}/5. Thank you!"
+            return verdict_page(claim, case, outcome=said, outcome_class="ok")
+        return verdict_page(claim, case, form="rating", score=min(max(score, 1), 5))
+
+    @app.post("/feedback/{token}", response_class=HTMLResponse)
+    async def feedback_send(
+        token: str, score: int = Form(...), comment: str = Form("")
+    ) -> HTMLResponse:
+        found = await verdict(token)
+        if isinstance(found, HTMLResponse):
+            return found
+        claim, case = found
+        if moved := verdict_state(claim, case):
+            return verdict_page(claim, case, outcome=moved, outcome_class="warn")
+        payload = {"score": score, "comment": comment.strip()}
+        return await send_verdict(claim, case, "customer_feedback", payload, "Thank you!")
+
+    @app.get("/reopen/{token}", response_class=HTMLResponse)
+    async def reopen_page(token: str) -> HTMLResponse:
+        found = await verdict(token)
+        if isinstance(found, HTMLResponse):
+            return found
+        claim, case = found
+        if moved := verdict_state(claim, case):
+            return verdict_page(claim, case, outcome=moved, outcome_class="warn")
+        return verdict_page(claim, case, form="reopen")
+
+    @app.post("/reopen/{token}", response_class=HTMLResponse)
+    async def reopen_send(token: str, reason: str = Form("")) -> HTMLResponse:
+        found = await verdict(token)
+        if isinstance(found, HTMLResponse):
+            return found
+        claim, case = found
+        if moved := verdict_state(claim, case):
+            return verdict_page(claim, case, outcome=moved, outcome_class="warn")
+        if not reason.strip():
+            return verdict_page(claim, case, form="reopen", error="reason: tell us what is wrong")
+        payload = {"by": "customer", "reason": reason.strip()}
+        done = "Your case is open again: we are on it and will keep you updated."
+        return await send_verdict(claim, case, "reopen", payload, done)
+
+    async def send_verdict(
+        claim: VerdictClaim, case: CaseStatus, name: str, payload: dict[str, Any], done: str
+    ) -> HTMLResponse:
+        handle = client.get_workflow_handle(workflow_id_for(claim.case_id))
+        try:
+            await handle.execute_update(name, payload)
+        except WorkflowUpdateFailedError as err:
+            cause = getattr(err.cause, "message", None) or str(err.cause or err)
+            return verdict_page(claim, case, error=f"Not sent: {cause}")
+        except RPCError:
+            return verdict_page(claim, case, error="Your case is closed; please contact us.")
+        after = await handle.query("status", result_type=CaseStatus)
+        return verdict_page(claim, after, outcome=done, outcome_class="ok")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

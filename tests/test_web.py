@@ -145,3 +145,66 @@ async def _approve_in_browser(
         "a[href*='/approvals/']", "els => els.map(e => e.href)"
     )
     assert link in anchors
+
+
+async def test_the_customer_rates_and_reopens_from_the_resolution_mail(
+    dev_env: WorkflowEnvironment, records: Records, windowed_policy: Policy, browser: Browser
+) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    links = Links("web-test-secret-0123456789", f"http://127.0.0.1:{port}")
+    box = Mailbox()
+    with smtp_server(box) as smtp:
+        sender = MailSender(SmtpConfig.parse(f"smtp://127.0.0.1:{smtp.port}", "desk@desk.example"))
+        desk = Desk(dev_env, records, windowed_policy, Channels({"mail": sender}), links)
+        web = asyncio.create_task(serve(desk.client, links, "127.0.0.1", port, records))
+        try:
+            async with desk.worker():
+                await _rate_and_reopen(desk, box, browser)
+        finally:
+            web.cancel()
+            await asyncio.gather(web, return_exceptions=True)
+
+
+async def _rate_and_reopen(desk: Desk, box: Mailbox, browser: Browser) -> None:
+    cid, st = await desk.open_assigned(severity="medium")
+    await desk.api.send(cid, "acknowledge", {"by": st.assignee})
+    await desk.api.send(cid, "resolve", {"by": st.assignee, "resolution": "Refunded"})
+
+    async def resolution_mail() -> str | None:
+        for m in box.to("ada@example.com"):
+            if str(m["Subject"]).endswith("is resolved"):
+                body = m.get_body(("plain",))
+                return body.get_content() if body else None
+        return None
+
+    text = await until(resolution_mail, "the resolution mail", within=30)
+    rate_4 = re.search(r"http://\S+/feedback/\S+\?score=4", text)
+    reopen = re.search(r"http://\S+/reopen/\S+", text)
+    assert rate_4 is not None and reopen is not None, text
+
+    page = await browser.new_page()
+    before = await history_length(desk, cid)
+    await page.goto(rate_4[0])
+    assert await page.is_checked("input[name=score][value='4']")
+    assert await history_length(desk, cid) == before  # a mail scanner's visit rates nothing
+    await page.screenshot(path=str(SHOTS / "rating.png"), full_page=True)
+    await page.fill("#comment", "Quick and polite")
+    await page.click("#rating-form button")
+    await page.wait_for_selector("#outcome")
+    assert "Thank you" in await page.inner_text("#outcome")
+    status = await desk.api.status(cid)
+    assert [(f.score, f.comment) for f in status.feedback] == [(4, "Quick and polite")]
+    await page.goto(rate_4[0])  # a second visit: already rated, nothing sent
+    assert "You rated this 4/5" in await page.inner_text("#outcome")
+
+    await page.goto(reopen[0])
+    await page.fill("#reason", "I was charged again this morning")
+    await page.click("#reopen-form button")
+    await page.wait_for_selector("#outcome")
+    assert "open again" in await page.inner_text("#outcome")
+    await page.screenshot(path=str(SHOTS / "reopened.png"), full_page=True)
+    again = await desk.settled(cid)
+    assert [r.by for r in again.reopens] == ["customer"] and again.assignee == st.assignee
+    line = next(e for e in again.timeline if e.what == "reopened")
+    assert line.details.startswith("I was charged again this morning")

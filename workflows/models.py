@@ -265,6 +265,7 @@ class CaseStatus(BaseModel):
     outcome: Outcome | None
     resolution: str | None
     root_cause: str | None = None
+    resolutions: int = 0  # how many times it was resolved (a reopened case: more than one)
     reopen_until: UtcDatetime | None = None  # in `resolved`: when the case closes
     feedback: list[Feedback] = []
     reopens: list[Reopening] = []

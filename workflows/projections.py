@@ -84,6 +84,7 @@ def status(state: CaseState | None, opening: Opening, case_id: str) -> CaseStatu
         outcome=s.finish if s.stage == "closed" else None,
         resolution=s.resolution,
         root_cause=s.root_cause,
+        resolutions=s.resolutions,
         reopen_until=s.reopen_until,
         feedback=s.feedback,
         reopens=s.reopens,
