@@ -1,7 +1,8 @@
 """What managers ask of the records: volume, time in each tier, breaches, approvals, speed.
 
-Computed from the `cases` table (every case, open or closed) and the `reports` table (the
-case report written at report-up, one per closed case).
+Computed from the `cases` table (every case, open or closed) and the `reports` table (one
+case report per case: written at report-up, replaced by the final one when the reopen window
+closes, with the customer's ratings, reopens and root cause).
 """
 
 from __future__ import annotations
@@ -48,6 +49,18 @@ class ApprovalStats(BaseModel):
     p90_hours_to_decision: float | None
 
 
+class CsatStats(BaseModel):
+    """The customers' verdict on the resolutions of one department's tier."""
+
+    department: str
+    tier: int
+    resolutions: int
+    responses: int
+    response_rate: float | None
+    average: float | None
+    distribution: dict[int, int]  # score -> how many
+
+
 class DeskReport(BaseModel):
     since: datetime | None
     cases: int
@@ -61,6 +74,11 @@ class DeskReport(BaseModel):
     resolved_at_first_tier: float | None
     sla_breached_cases: int
     hard_cap_cases: int
+    csat: list[CsatStats] = []
+    csat_overall: CsatStats | None = None
+    reopened_cases: int = 0
+    reopen_rate: float | None = None
+    root_causes: dict[str, dict[str, int]] = {}  # department -> cause -> cases
 
 
 def _hours(seconds: float | None) -> float | None:
@@ -89,8 +107,19 @@ async def build_report(records: Records, since: datetime | None = None) -> DeskR
     decision_hours: list[float] = []
     resolution: list[float] = []
     first_tier = 0
-    breached = hard_cap = 0
+    breached = hard_cap = reopened = 0
+    resolutions: Counter[tuple[str, int]] = Counter()
+    scores: dict[tuple[str, int], list[int]] = defaultdict(list)
+    causes: dict[str, Counter[str]] = defaultdict(Counter)
     for body in bodies:
+        where = (body["department"], body["final_tier"])
+        feedback = body.get("feedback", [])
+        if body["outcome"] == "resolved":  # each reopen is one more resolution to rate
+            resolutions[where] += 1 + len(body.get("reopens", []))
+        scores[where] += [f["score"] for f in feedback]
+        reopened += bool(body.get("reopens"))
+        if body.get("root_cause"):
+            causes[body["department"]][body["root_cause"]] += 1
         for visit in body["tiers"]:
             tier_seconds[visit["tier"]].append(visit["seconds"])
         for b in body["breaches"]:
@@ -105,7 +134,7 @@ async def build_report(records: Records, since: datetime | None = None) -> DeskR
         if body["outcome"] == "hard_cap":
             hard_cap += 1
         if body["outcome"] == "resolved":
-            resolution.append(body["duration_seconds"])
+            resolution.append(_to_resolution(body))
             if len({v["tier"] for v in body["tiers"]}) == 1:
                 first_tier += 1
 
@@ -135,6 +164,8 @@ async def build_report(records: Records, since: datetime | None = None) -> DeskR
         p90_hours_to_decision=_round(percentile(decision_hours, 90)),
     )
     closed = sum(1 for *_x, c in cases if c is not None)
+    csat = [_csat(d, t, resolutions[(d, t)], scores[(d, t)]) for d, t in sorted(resolutions)]
+    every = [x for xs in scores.values() for x in xs]
     return DeskReport(
         since=since,
         cases=len(cases),
@@ -152,6 +183,33 @@ async def build_report(records: Records, since: datetime | None = None) -> DeskR
         resolved_at_first_tier=round(first_tier / len(resolution), 3) if resolution else None,
         sla_breached_cases=breached,
         hard_cap_cases=hard_cap,
+        csat=csat,
+        csat_overall=_csat("all", 0, sum(resolutions.values()), every) if resolutions else None,
+        reopened_cases=reopened,
+        reopen_rate=round(reopened / len(resolution), 3) if resolution else None,
+        root_causes={d: dict(c.most_common()) for d, c in sorted(causes.items())},
+    )
+
+
+def _to_resolution(body: dict[str, Any]) -> float:
+    """Seconds from opening to the last resolution (a closed case also spent its reopen
+    window after it, which is not the desk's time)."""
+    resolved = [e["at"] for e in body.get("timeline", []) if e["what"] == "resolved"]
+    if not resolved:
+        return float(body["duration_seconds"])
+    opened = datetime.fromisoformat(body["opened_at"])
+    return (datetime.fromisoformat(resolved[-1]) - opened).total_seconds()
+
+
+def _csat(department: str, tier: int, resolutions: int, scores: list[int]) -> CsatStats:
+    return CsatStats(
+        department=department,
+        tier=tier,
+        resolutions=resolutions,
+        responses=len(scores),
+        response_rate=round(len(scores) / resolutions, 3) if resolutions else None,
+        average=round(sum(scores) / len(scores), 2) if scores else None,
+        distribution={n: scores.count(n) for n in range(1, 6)},
     )
 
 
@@ -182,13 +240,13 @@ async def case_messages(records: Records, case_id: str) -> list[MessageRow]:
 
 
 def write_chart(report: DeskReport, path: Path) -> Path:
-    """Four panels a manager can drop into a slide."""
+    """Six panels a manager can drop into a slide."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    fig, axes = plt.subplots(2, 3, figsize=(17, 8), constrained_layout=True)
     fig.suptitle(
         f"Escalation desk: {report.cases} cases ({report.open} open), "
         f"{report.sla_breached_cases} breached at the top tier",
@@ -243,6 +301,33 @@ def write_chart(report: DeskReport, path: Path) -> Path:
         f"{share} at the first tier · approvals {a.requested}, {rate} approved",
         fontsize=10,
     )
+
+    ax = axes[0][2]
+    overall = report.csat_overall
+    dist = overall.distribution if overall else dict.fromkeys(range(1, 6), 0)
+    ax.bar([str(n) for n in dist], list(dist.values()), color="#807dba")
+    avg = f"{overall.average:.2f}" if overall and overall.average is not None else "—"
+    responded = overall.response_rate if overall else None
+    answered = f"{100 * responded:.0f}%" if responded is not None else "—"
+    reopen = f"{100 * report.reopen_rate:.0f}%" if report.reopen_rate is not None else "—"
+    ax.set_title(
+        f"Customer ratings: average {avg}, {answered} answered\nreopened {reopen}", fontsize=10
+    )
+    ax.set_xlabel("score")
+    ax.set_ylabel("ratings")
+
+    ax = axes[1][2]
+    all_causes = sorted({c for d in report.root_causes.values() for c in d})
+    depts_rc = list(report.root_causes)
+    left = [0] * len(depts_rc)
+    for i, cause in enumerate(all_causes):
+        counts = [report.root_causes[d].get(cause, 0) for d in depts_rc]
+        ax.barh(depts_rc, counts, left=left, label=cause, color=f"C{i}")
+        left = [a + b for a, b in zip(left, counts, strict=True)]
+    ax.set_title("Root causes by department")
+    ax.set_xlabel("cases")
+    if all_causes:
+        ax.legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

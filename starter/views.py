@@ -137,6 +137,28 @@ def print_report(rep: DeskReport) -> None:
         f"{f'{100 * first:.0f}%' if first is not None else '—'} resolved at the first tier; "
         f"{rep.sla_breached_cases} breached at the top tier; {rep.hard_cap_cases} closed by the cap"
     )
+    csat = Table(title="Customer satisfaction (resolutions rated)", box=box.SIMPLE_HEAD)
+    for col in ("department", "tier", "resolutions", "rated", "rate", "average", "1-5"):
+        csat.add_column(col, justify="right" if col != "department" else "left")
+    rows = [*rep.csat, *([rep.csat_overall] if rep.csat_overall else [])]
+    for c in rows:
+        csat.add_row(
+            c.department,
+            str(c.tier) if c.tier else "",
+            str(c.resolutions),
+            str(c.responses),
+            f"{100 * c.response_rate:.0f}%" if c.response_rate is not None else "—",
+            f"{c.average:.2f}" if c.average is not None else "—",
+            " ".join(str(c.distribution.get(n, 0)) for n in range(1, 6)),
+        )
+    console.print(csat)
+    reopen = f"{100 * rep.reopen_rate:.0f}%" if rep.reopen_rate is not None else "—"
+    console.print(f"Reopened: {rep.reopened_cases} cases ({reopen} of the resolved)")
+    causes = "; ".join(
+        f"{dept}: " + ", ".join(f"{cause} {n}" for cause, n in counts.items())
+        for dept, counts in rep.root_causes.items()
+    )
+    console.print(f"Root causes: {causes or 'none recorded'}")
 
 
 def _dur(hours: float | None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.records import CaseRow, Records, ReportRow
 from starter.api import CaseError
+from starter.reporting import build_report, write_chart
 from workflows.models import CaseStatus
 from workflows.policy import Policy
 
@@ -193,3 +195,37 @@ async def runs_of(desk: Desk, cid: str, run_id: str) -> list[int]:
         if not last.HasField("workflow_execution_continued_as_new_event_attributes"):
             return lengths
         run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+
+
+async def test_the_desk_report_counts_ratings_reopens_and_root_causes(
+    ts_env: WorkflowEnvironment, records: Records, windowed_policy: Policy, tmp_path: Path
+) -> None:
+    desk = Desk(ts_env, records, windowed_policy)
+    async with desk.worker():
+        cases = []
+        for score, cause in ((5, "billing_error"), (3, "billing_error"), (None, "process_gap")):
+            cid, st = await desk.open_assigned(severity="high")
+            await desk.api.send(cid, "acknowledge", {"by": st.assignee})
+            payload = {"by": st.assignee, "resolution": "done", "root_cause": cause}
+            await desk.api.send(cid, "resolve", payload)
+            if score is not None:
+                await desk.api.send(cid, "customer_feedback", {"score": score})
+            cases.append((cid, st.assignee))
+        cid, who = cases[2]
+        await desk.api.send(cid, "reopen", {"by": "customer", "reason": "not fixed"})
+        await desk.settled(cid)
+        await desk.api.send(cid, "resolve", {"by": who, "resolution": "fixed", "root_cause": cause})
+        await desk.api.send(cid, "customer_feedback", {"score": 2})
+        await ts_env.sleep(WEEK + timedelta(hours=1))
+        for cid, _ in cases:
+            await desk.api.report(cid)
+    rep = await build_report(records)
+    billing = next(c for c in rep.csat if c.department == "billing" and c.tier == 2)
+    assert (billing.resolutions, billing.responses) == (4, 3)  # a reopen is one more to rate
+    assert billing.average == round((5 + 3 + 2) / 3, 2)
+    assert billing.distribution == {1: 0, 2: 1, 3: 1, 4: 0, 5: 1}
+    assert rep.reopened_cases == 1 and rep.reopen_rate == round(1 / 3, 3)
+    assert rep.root_causes == {"billing": {"billing_error": 2, "process_gap": 1}}
+    assert rep.resolution_hours["p99"] is not None and rep.resolution_hours["p99"] < 24  # not 7d
+    chart = write_chart(rep, tmp_path / "report.png")
+    assert chart.stat().st_size > 10_000
