@@ -51,17 +51,23 @@ async def main(case_id: str = "REPLAY-1", severity: str = "high") -> None:
             desk = Desk(env, records, load_policy())
             async with desk.worker():
                 cid = case_id
-                await desk.api.open(desk.case(cid, severity=severity))
+                level = "low" if severity == "long" else severity
+                opened = await desk.api.open(desk.case(cid, severity=level))
                 who = (await desk.settled(cid)).assignee
                 if severity == "critical":  # paged again twice, then acknowledged
                     await env.sleep(timedelta(minutes=11))
                     await desk.api.send(cid, "acknowledge", {"by": who})
                     await env.sleep(timedelta(minutes=20))
                     await desk.api.send(cid, "resolve", {"by": who, "resolution": "restarted"})
+                elif severity == "long":  # continues as new: the history kept is the first run
+                    await long_path(desk, cid, who)
                 else:
                     await full_path(env, desk, cid, who)
+                if (await desk.api.status(cid)).stage == "resolved":
+                    await after_resolution(env, desk, cid)
                 report = await desk.api.report(cid)
-                history = await desk.api.handle(cid).fetch_history()
+                handle = desk.client.get_workflow_handle(f"case-{cid}", run_id=opened.run_id)
+                history = await handle.fetch_history()
     await _save(env, case_id, history, report)
 
 
@@ -81,6 +87,26 @@ async def full_path(env: WorkflowEnvironment, desk: Desk, cid: str, who: str | N
     await env.sleep(timedelta(hours=9))  # tier 3 resolve breach -> tier 4
     who = (await desk.settled(cid)).assignee
     await desk.api.send(cid, "resolve", {"by": who, "resolution": "refunded and credited"})
+
+
+async def after_resolution(env: WorkflowEnvironment, desk: Desk, cid: str) -> None:
+    """Rated, reopened by the customer, resolved again, and closed at the window's end."""
+    await desk.api.send(cid, "customer_feedback", {"score": 2, "comment": "slow"})
+    await desk.api.send(cid, "reopen", {"by": "customer", "reason": "charged again"})
+    who = (await desk.settled(cid)).assignee
+    await desk.api.send(cid, "acknowledge", {"by": who})
+    payload = {"by": who, "resolution": "refunded again", "root_cause": "billing_error"}
+    await desk.api.send(cid, "resolve", payload)
+    await env.sleep(timedelta(days=15))
+
+
+async def long_path(desk: Desk, cid: str, who: str | None) -> None:
+    """Enough waits and replies to continue as new."""
+    await desk.api.send(cid, "acknowledge", {"by": who})
+    for i in range(200):
+        await desk.api.send(cid, "wait_for_customer", {"by": who, "question": f"q{i}"})
+        await desk.api.send(cid, "customer_replied", {"message": f"a{i}"})
+    await desk.api.send(cid, "resolve", {"by": who, "resolution": "done"})
 
 
 async def _save(

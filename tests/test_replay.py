@@ -14,7 +14,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from worker import workflow_runner
-from workflows.case import CONCURRENT_RECORDER, RENOTIFY, TIMER_CLOCK, EscalationCase
+from workflows.case import (
+    CONCURRENT_RECORDER,
+    CONTINUE_AS_NEW,
+    RENOTIFY,
+    RESOLVED_STAGE,
+    TIMER_CLOCK,
+    EscalationCase,
+)
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 TEXTS = {path: path.read_text() for path in HISTORIES}
@@ -59,6 +66,9 @@ def test_histories_cover_code_before_and_after_each_patch() -> None:
     assert any(TIMER_CLOCK not in p for p in seen), "no history from before the clock read"
     assert any(RENOTIFY in p for p in seen), "no history pages an assignee again"
     assert any(RENOTIFY not in p for p in seen), "no history from before paging again"
+    assert any(RESOLVED_STAGE in p for p in seen), "no history keeps a resolved case open"
+    assert any(RESOLVED_STAGE not in p for p in seen), "no history closes at the resolution"
+    assert any(CONTINUE_AS_NEW in p for p in seen), "no history continues as new"
 
 
 STALE_CLOCK = Path(__file__).parent / "histories" / "case-SR-142428.json"
