@@ -194,6 +194,8 @@ def create_app(
         )
 
     async def verdict(token: str) -> tuple[VerdictClaim, CaseStatus] | HTMLResponse:
+        """The claim and the case it answers, or the page to show instead (a bad link, or
+        a case that has moved on: nothing is sent then)."""
         try:
             claim = links.read_verdict(token)
         except InvalidToken as err:
@@ -204,6 +206,8 @@ def create_app(
             )
         except RPCError:
             return page("denied.html", 404, title="Case not found", reason="No such case.")
+        if moved := verdict_state(claim, case):
+            return verdict_page(claim, case, outcome=moved, outcome_class="warn")
         return claim, case
 
     def verdict_page(claim: VerdictClaim, case: CaseStatus, **extra: Any) -> HTMLResponse:
@@ -224,8 +228,6 @@ def create_app(
         if isinstance(found, HTMLResponse):
             return found
         claim, case = found
-        if moved := verdict_state(claim, case):
-            return verdict_page(claim, case, outcome=moved, outcome_class="warn")
         given = [f for f in case.feedback if f.resolution == claim.resolution]
         if given:
             said = f"You rated this {given[0].score}/5. Thank you!"
@@ -240,8 +242,6 @@ def create_app(
         if isinstance(found, HTMLResponse):
             return found
         claim, case = found
-        if moved := verdict_state(claim, case):
-            return verdict_page(claim, case, outcome=moved, outcome_class="warn")
         payload = {"score": score, "comment": comment.strip()}
         return await send_verdict(claim, case, "customer_feedback", payload, "Thank you!")
 
@@ -251,8 +251,6 @@ def create_app(
         if isinstance(found, HTMLResponse):
             return found
         claim, case = found
-        if moved := verdict_state(claim, case):
-            return verdict_page(claim, case, outcome=moved, outcome_class="warn")
         return verdict_page(claim, case, form="reopen")
 
     @app.post("/reopen/{token}", response_class=HTMLResponse)
@@ -261,8 +259,6 @@ def create_app(
         if isinstance(found, HTMLResponse):
             return found
         claim, case = found
-        if moved := verdict_state(claim, case):
-            return verdict_page(claim, case, outcome=moved, outcome_class="warn")
         if not reason.strip():
             return verdict_page(claim, case, form="reopen", error="reason: tell us what is wrong")
         payload = {"by": "customer", "reason": reason.strip()}

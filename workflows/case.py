@@ -330,31 +330,27 @@ class EscalationCase:
         reported = decisions.report_up(s, until)
         evolve.apply(s, reported, now)
         mark = self._mutations
-        transition = self._take_transition(closing=until is None)
-        transition.report = report = projections.report(s, now)
-        await workflow.execute_activity(
-            "record_transition",
-            transition,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=ACTIVITY_RETRY,
-            summary=f"Report {s.case.case_id} up to {', '.join(reported.recipients)}; "
-            "tell the customer",
-        )
+        who = ", ".join(reported.recipients)
+        summary = f"Report {s.case.case_id} up to {who}; tell the customer"
+        report = await self._record_report(until is None, summary)
         if until is not None:  # the resolve that led here may answer now
             self._recorded(mark)
         return report
 
     async def _close(self) -> CaseReport:
         """The reopen window ended: the final report, with the customer's verdict."""
-        s, now = self._case, workflow.now()
-        transition = self._take_transition(closing=True)
-        transition.report = report = projections.report(s, now)
+        summary = f"Close {self._case.case.case_id}: reopen window ended"
+        return await self._record_report(True, summary)
+
+    async def _record_report(self, closing: bool, summary: str) -> CaseReport:
+        transition = self._take_transition(closing)
+        transition.report = report = projections.report(self._case, workflow.now())
         await workflow.execute_activity(
             "record_transition",
             transition,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
-            summary=f"Close {s.case.case_id}: reopen window ended",
+            summary=summary,
         )
         return report
 
