@@ -42,6 +42,9 @@ async def test_resolved_case_takes_one_rating_then_closes_at_the_window_end(
         assert st.reopen_until - resolved_at == WEEK
         rated = await desk.api.send(cid, "customer_feedback", {"score": 4, "comment": "quick"})
         assert rated is not None and rated.message == "rating 4/5 recorded"
+        async with records.sessions() as s:  # the desk report sees it before the close
+            body = await s.scalar(select(ReportRow.body).where(ReportRow.case_id == cid))
+        assert body is not None and body["feedback"][0]["score"] == 4
         with pytest.raises(CaseError, match="score: this resolution was already rated"):
             await desk.api.send(cid, "customer_feedback", {"score": 1})
         await ts_env.sleep(WEEK - timedelta(minutes=1))

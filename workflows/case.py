@@ -363,6 +363,8 @@ class EscalationCase:
             snapshot=projections.snapshot(s, info.workflow_id, info.run_id, self._step, closing),
             timeline=timeline,
             messages=messages,
+            # in the reopen window the report follows the customer's verdict as it comes
+            report=projections.report(s, workflow.now()) if s.stage == "resolved" else None,
         )
 
     # --- messages -------------------------------------------------------------------------
