@@ -37,7 +37,7 @@ from activities.links import Links
 from activities.migrate import upgrade
 from activities.policy_file import PolicySource
 from activities.records import Records
-from activities.relay import Relay, failure_text
+from activities.relay import FailureHook, Relay, failure_text
 from activities.render import Renderer
 from starter.config import Settings, connect, exit_now
 from starter.devserver import DevServer, DevServerError, port_in_use
@@ -127,7 +127,7 @@ async def connect_with_retry(settings: Settings, attempts: int = 30) -> Client:
     raise AssertionError("unreachable")
 
 
-def tell_case(client: Client) -> Any:
+def tell_case(client: Client) -> FailureHook:
     """The relay's hook for a message given up: a line in the running case's timeline."""
 
     async def on_failed(d: Delivery, reason: str) -> None:

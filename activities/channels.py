@@ -243,10 +243,6 @@ class Channels:
     def mail(self) -> bool:
         return "mail" in self.senders
 
-    @property
-    def chat(self) -> bool:
-        return "chat" in self.senders
-
     @classmethod
     def from_env(
         cls, env: dict[str, str] | None = None, log_sender: Sender | None = None

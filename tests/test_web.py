@@ -5,6 +5,7 @@ with a link that is not theirs. The case runs on the real dev server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -46,17 +47,26 @@ async def history_length(desk: Desk, cid: str) -> int:
 async def test_approve_from_the_mail_in_a_browser(
     dev_env: WorkflowEnvironment, records: Records, policy: Policy, browser: Browser
 ) -> None:
+    async with web_desk(dev_env, records, policy) as (desk, box, links, port):
+        await _approve_in_browser(desk, box, browser, links, port)
+
+
+@contextlib.asynccontextmanager
+async def web_desk(
+    env: WorkflowEnvironment, records: Records, policy: Policy
+) -> AsyncIterator[tuple[Desk, Mailbox, Links, int]]:
+    """A desk mailing through a local SMTP server, with the web app its links point to."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     port = free_port()
     links = Links("web-test-secret-0123456789", f"http://127.0.0.1:{port}")
     box = Mailbox()
     with smtp_server(box) as smtp:
         sender = MailSender(SmtpConfig.parse(f"smtp://127.0.0.1:{smtp.port}", "desk@desk.example"))
-        desk = Desk(dev_env, records, policy, Channels({"mail": sender}), links)
+        desk = Desk(env, records, policy, Channels({"mail": sender}), links)
         web = asyncio.create_task(serve(desk.client, links, "127.0.0.1", port, records))
         try:
             async with desk.worker():
-                await _approve_in_browser(desk, box, browser, links, port)
+                yield desk, box, links, port
         finally:
             web.cancel()
             await asyncio.gather(web, return_exceptions=True)
@@ -150,20 +160,8 @@ async def _approve_in_browser(
 async def test_the_customer_rates_and_reopens_from_the_resolution_mail(
     dev_env: WorkflowEnvironment, records: Records, windowed_policy: Policy, browser: Browser
 ) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    links = Links("web-test-secret-0123456789", f"http://127.0.0.1:{port}")
-    box = Mailbox()
-    with smtp_server(box) as smtp:
-        sender = MailSender(SmtpConfig.parse(f"smtp://127.0.0.1:{smtp.port}", "desk@desk.example"))
-        desk = Desk(dev_env, records, windowed_policy, Channels({"mail": sender}), links)
-        web = asyncio.create_task(serve(desk.client, links, "127.0.0.1", port, records))
-        try:
-            async with desk.worker():
-                await _rate_and_reopen(desk, box, browser)
-        finally:
-            web.cancel()
-            await asyncio.gather(web, return_exceptions=True)
+    async with web_desk(dev_env, records, windowed_policy) as (desk, box, _links, _port):
+        await _rate_and_reopen(desk, box, browser)
 
 
 async def _rate_and_reopen(desk: Desk, box: Mailbox, browser: Browser) -> None:

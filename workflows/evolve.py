@@ -7,7 +7,6 @@ a customer or a supervisor reads is written here. Timeline lines are the audit t
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from workflows import rules
 from workflows.activity_models import CustomerContext, OutboundMessage
@@ -42,13 +41,13 @@ from workflows.models import (
     ApprovalRecord,
     Breach,
     CaseInput,
-    Channel,
     Feedback,
     PendingApproval,
     Reopening,
     TierVisit,
     TimelineEntry,
 )
+from workflows.notices import line, note, notify, tell_customer
 from workflows.policy import Policy
 from workflows.projections import report
 from workflows.state import CaseState, Opening
@@ -124,7 +123,7 @@ def identify(
         state.unrecorded,
     )
     _enter_tier(state, tier, department, now)
-    _tell_customer(
+    tell_customer(
         state,
         "escalation_received",
         department_name=policy.departments[department].name,
@@ -139,23 +138,23 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
     match event:
         case Acknowledged(by=by):
             state.acknowledged = True
-            _note(state, now, "acknowledged", by, "")
-            _tell_customer(state, "acknowledged", department_name=_department_name(state))
+            line(state, now, "acknowledged", by, "")
+            tell_customer(state, "acknowledged", department_name=_department_name(state))
         case Resolved(by=by, resolution=resolution, root_cause=root_cause):
             state.acknowledged = True
             state.resolution, state.resolved_by = resolution, by
             state.root_cause = root_cause
             state.resolutions += 1
             cause = f" (root cause: {root_cause})" if root_cause else ""
-            _note(state, now, "resolved", by, resolution + cause)
+            line(state, now, "resolved", by, resolution + cause)
             state.finish = "resolved"
         case FeedbackGiven(score=score, comment=comment):
             state.feedback.append(
                 Feedback(score=score, comment=comment, at=now, resolution=state.resolutions)
             )
-            _note(state, now, "customer feedback", "customer", f"{score}/5 {comment}".strip())
+            line(state, now, "customer feedback", "customer", f"{score}/5 {comment}".strip())
             if state.resolved_by:
-                _notify(state, state.resolved_by, "feedback_received", score=score, comment=comment)
+                notify(state, state.resolved_by, "feedback_received", score=score, comment=comment)
         case Reopened(by=by, reason=reason):
             state.reopens.append(
                 Reopening(
@@ -163,22 +162,22 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
                 )
             )
             where = f"tier {state.tier}, {state.department}"
-            _note(state, now, "reopened", by, f"{reason} (back to {where})")
+            line(state, now, "reopened", by, f"{reason} (back to {where})")
             state.prefer, state.finish, state.reopen_until = state.resolved_by, None, None
             state.resolution = None
             _enter_tier(state, state.tier, state.department, now)
             for person in rules.supervisors(policy, state.department, state.tier):
-                _notify(state, person.id, "reopened", by=by, reason=reason, tier=state.tier)
-            _tell_customer(state, "customer_reopened")
+                notify(state, person.id, "reopened", by=by, reason=reason, tier=state.tier)
+            tell_customer(state, "customer_reopened")
         case WindowClosed():
             rated = len(state.feedback)
-            _note(state, now, "closed", None, f"reopen window ended; {rated} rating(s)")
+            line(state, now, "closed", None, f"reopen window ended; {rated} rating(s)")
             state.finish, state.window_closed, state.closed_at = "resolved", True, now
         case Deescalated(by=by, reason=reason):
             levels = [t.level for t in policy.tiers]
             lower = levels[levels.index(state.tier) - 1]
             state.deescalations += 1
-            _note(state, now, "de-escalated", by, f"tier {state.tier} -> {lower}: {reason}")
+            line(state, now, "de-escalated", by, f"tier {state.tier} -> {lower}: {reason}")
             _enter_tier(state, lower, state.department, now)
         case Escalated(by=by, reason=reason, automatic=automatic):
             _escalate(state, by, reason, automatic, now)
@@ -186,16 +185,14 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             previous, old = state.assignee, state.department
             state.escalations += 1
             state.escalation_type = "functional"
-            _note(state, now, "transferred", by, f"{old} -> {department}: {reason}")
+            line(state, now, "transferred", by, f"{old} -> {department}: {reason}")
             state.skill = None
             _enter_tier(state, state.tier, department, now)
             state.exclude = []
             name = policy.departments[department].name
             if previous:
-                _notify(
-                    state, previous, "transferred_from_you", department_name=name, reason=reason
-                )
-            _tell_customer(state, "customer_transferred", department_name=name)
+                notify(state, previous, "transferred_from_you", department_name=name, reason=reason)
+            tell_customer(state, "customer_transferred", department_name=name)
         case ApprovalRequested(by=by, action=action, approvers=approvers, notified=notified):
             state.approval_round = 0
             state.pending = PendingApproval(
@@ -207,7 +204,7 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
                 due_by=event.due_by,
             )
             money = fmt_money(action.amount, action.currency)
-            _note(
+            line(
                 state,
                 now,
                 "approval requested",
@@ -219,7 +216,7 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             assert state.pending is not None
             state.approval_round += 1
             state.pending.notified, state.pending.due_by = notified, due_by
-            _note(
+            line(
                 state,
                 now,
                 "approval escalated",
@@ -231,8 +228,8 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             _decide_approval(state, decision, by, text, now, via)
         case WaitingForCustomer(by=by, question=question):
             state.paused_at = now
-            _note(state, now, "waiting for customer", by, question)
-            _tell_customer(state, "waiting_on_you", question=question)
+            line(state, now, "waiting for customer", by, question)
+            tell_customer(state, "waiting_on_you", question=question)
         case CustomerReplied(message=message):
             paused_at = state.paused_at
             assert paused_at is not None
@@ -242,11 +239,11 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
                 state.clocks = rules.resumed(policy, state.severity, state.clocks, paused_at, now)
             state.next_customer_update += paused
             waited = fmt_duration(paused.total_seconds())
-            _note(state, now, "customer replied", "customer", f"{message} (clock paused {waited})")
+            line(state, now, "customer replied", "customer", f"{message} (clock paused {waited})")
             if state.assignee:
-                _notify(state, state.assignee, "customer_replied", message=message)
+                notify(state, state.assignee, "customer_replied", message=message)
         case CustomerAskedAtTop(reason=reason):
-            _note(
+            line(
                 state,
                 now,
                 "customer asked to escalate",
@@ -254,16 +251,16 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
                 f"{reason} (already at the top tier)",
             )
             for person in policy.executives:
-                _notify(state, person.id, "customer_asks_top", reason=reason)
+                notify(state, person.id, "customer_asks_top", reason=reason)
         case MessageIgnored(name=name, reason=reason):
-            _note(state, now, "message ignored", None, f"invalid {name} signal: {reason}")
+            line(state, now, "message ignored", None, f"invalid {name} signal: {reason}")
         case SlaWarned(clock=clock, deadline=deadline, silent=silent):
             state.warned.add(clock)
             if silent:
                 return
             left = fmt_duration((deadline - now).total_seconds())
             verb = clock_verb(clock)
-            _note(
+            line(
                 state,
                 now,
                 f"{clock.value} SLA warning",
@@ -271,7 +268,7 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
                 f"{left} left to be {verb} at tier {state.tier}",
             )
             for person in rules.supervisors(policy, state.department, state.tier):
-                _notify(
+                notify(
                     state,
                     person.id,
                     "sla_warning",
@@ -288,7 +285,7 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
                     tier=state.tier, clock=clock.value, deadline=deadline, assignee=state.assignee
                 )
             )
-            _note(
+            line(
                 state,
                 now,
                 f"{clock.value} SLA breached",
@@ -302,7 +299,7 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
                     policy, state.department, state.tier, True, state.severity
                 )
                 for person in recipients:
-                    _notify(
+                    notify(
                         state,
                         person.id,
                         "top_tier_breach",
@@ -316,16 +313,16 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             state.next_customer_update = now + timedelta(
                 seconds=policy.customer_update_every[state.severity]
             )
-            _tell_customer(
+            tell_customer(
                 state,
                 "status_update",
                 department_name=_department_name(state),
                 tier_name=rules.tier_policy(policy, state.tier).name,
                 approval_pending=state.pending is not None,
             )
-            _note(state, now, "customer updated", None, "scheduled status update")
+            line(state, now, "customer updated", None, "scheduled status update")
         case HardCapReached():
-            _note(state, now, "hard cap reached", None, f"open for {fmt_duration(policy.hard_cap)}")
+            line(state, now, "hard cap reached", None, f"open for {fmt_duration(policy.hard_cap)}")
             state.finish = "hard_cap"
         case AssignmentStarted():
             state.stage, state.assignee = "assign", None
@@ -333,9 +330,9 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             state.timeline.append(TimelineEntry(seq=seq, at=now, what="assigned", tier=state.tier))
         case Renotified(person=person, page=page, due_at=due_at):
             state.pages, state.paged_at = page, due_at
-            _note(state, now, "re-notified", None, f"page {page + 1} to {person}: not acknowledged")
+            line(state, now, "re-notified", None, f"page {page + 1} to {person}: not acknowledged")
             ack_by = state.clocks.ack_by.isoformat() if state.clocks else None
-            _notify(state, person, "renotify", person=person, page=page + 1, ack_by=ack_by)
+            notify(state, person, "renotify", person=person, page=page + 1, ack_by=ack_by)
         case Assigned(assignee=assignee, entry=entry):
             state.paged_at, state.pages, state.prefer = now, 0, None
             state.timeline[entry.seq - 1] = entry
@@ -347,7 +344,7 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             state.clocks = rules.clocks(policy, state.tier, state.severity, now)
             state.tiers[-1].assignees.append(assignee)
         case ReportedUp(recipients=recipients, window_until=window_until):
-            _note(
+            line(
                 state,
                 now,
                 "reported up",
@@ -357,13 +354,13 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             final = report(state, now)
             facts = final.model_dump(mode="json", exclude={"timeline"})
             for person_id in recipients:
-                _notify(state, person_id, "case_report", report=facts)
+                notify(state, person_id, "case_report", report=facts)
             if final.outcome != "resolved":
-                _tell_customer(state, "closed_by_cap", hard_cap_seconds=policy.hard_cap)
+                tell_customer(state, "closed_by_cap", hard_cap_seconds=policy.hard_cap)
             elif window_until is None:
-                _tell_customer(state, "resolved", resolution=state.resolution)
+                tell_customer(state, "resolved", resolution=state.resolution)
             else:  # open for the customer's verdict: the mail carries the rating links
-                _tell_customer(
+                tell_customer(
                     state,
                     "resolved",
                     resolution=state.resolution,
@@ -391,14 +388,14 @@ def _escalate(
     state.escalations += 1
     state.escalation_type = "hierarchical"
     auto = " (automatic)" if automatic else ""
-    _note(state, now, "escalated", by, f"tier {old_tier} -> {new_tier}{auto}: {reason}")
+    line(state, now, "escalated", by, f"tier {old_tier} -> {new_tier}{auto}: {reason}")
     _enter_tier(state, new_tier, state.department, now)
     state.exclude = [previous] if previous else []
     if previous:
-        _notify(state, previous, "escalated_from_you", new_tier=new_tier, reason=reason)
+        notify(state, previous, "escalated_from_you", new_tier=new_tier, reason=reason)
     for person in rules.supervisors(policy, state.department, new_tier):
-        _notify(state, person.id, "escalated", old_tier=old_tier, new_tier=new_tier, reason=reason)
-    _tell_customer(state, "customer_escalated", tier_name=rules.tier_policy(policy, new_tier).name)
+        notify(state, person.id, "escalated", old_tier=old_tier, new_tier=new_tier, reason=reason)
+    tell_customer(state, "customer_escalated", tier_name=rules.tier_policy(policy, new_tier).name)
 
 
 def _enter_tier(state: CaseState, tier: int, department: str, now: datetime) -> None:
@@ -422,7 +419,7 @@ def _ask_approvers(state: CaseState, people: list[str]) -> None:
     pending = state.pending
     assert pending is not None
     for pid in people:
-        _notify(
+        notify(
             state,
             pid,
             "approval_needed",
@@ -469,10 +466,10 @@ def _decide_approval(
     details = f"{a.kind} {fmt_money(a.amount, a.currency)}: {text}".rstrip(": ")
     if via:
         details += f" (via {VIA[via]})"
-    _note(state, now, f"approval {decision}", by, details)
+    line(state, now, f"approval {decision}", by, details)
     action = a.model_dump()
     if state.assignee:
-        _notify(
+        notify(
             state,
             state.assignee,
             "approval_decided",
@@ -482,61 +479,8 @@ def _decide_approval(
             note=text,
         )
     if decision == "approved":
-        _tell_customer(state, "approval_granted", action=action)
+        tell_customer(state, "approval_granted", action=action)
 
 
 def _department_name(state: CaseState) -> str:
     return state.policy.departments[state.department].name
-
-
-def note(
-    timeline: list[TimelineEntry],
-    now: datetime,
-    what: str,
-    by: str | None,
-    tier: int | None,
-    details: str,
-    unrecorded: list[TimelineEntry] | None = None,
-) -> None:
-    entry = TimelineEntry(
-        seq=len(timeline) + 1, at=now, what=what, by=by, tier=tier, details=details
-    )
-    timeline.append(entry)
-    if unrecorded is not None:
-        unrecorded.append(entry)
-
-
-def _note(state: CaseState, now: datetime, what: str, by: str | None, details: str) -> None:
-    note(state.timeline, now, what, by, state.tier, details, state.unrecorded)
-
-
-def _queue(
-    state: CaseState,
-    channel: Channel,
-    recipient: str,
-    address: str,
-    template: str,
-    facts: dict[str, Any],
-) -> None:
-    state.messages_queued += 1
-    state.outbox.append(
-        OutboundMessage(
-            key=f"{state.key_prefix}:m{state.messages_queued}",
-            channel=channel,
-            recipient=recipient,
-            address=address,
-            template=template,
-            facts=facts,
-        )
-    )
-
-
-def _notify(state: CaseState, person_id: str, template: str, **facts: Any) -> None:
-    person = rules.find_person(state.policy, person_id)
-    if person is not None:
-        _queue(state, "internal", person.id, person.email, template, facts)
-
-
-def _tell_customer(state: CaseState, template: str, **facts: Any) -> None:
-    customer = state.case.customer
-    _queue(state, "customer", customer.id, customer.email, template, facts)
