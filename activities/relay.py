@@ -98,6 +98,10 @@ class Relay:
                     await self._flush()
                     claimed = await self._claim(room) if room > 0 else []
                 except (SQLAlchemyError, OSError) as err:  # the records are away: try later
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        # a cancel that landed in the driver comes back wrapped: stop anyway
+                        raise asyncio.CancelledError from err
                     log.warning("outbox unreachable (%s); retrying", err)
                 for d in claimed:
                     task = asyncio.create_task(self._send(d))
