@@ -20,7 +20,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.channels import Channels
-from activities.records import AssignmentRow, CaseRow, MessageRow, Records, ReportRow, TimelineRow
+from activities.records import (
+    AssignmentRow,
+    CaseRow,
+    MessageRow,
+    Records,
+    ReportRow,
+    TimelineRow,
+    approver_list,
+)
 from activities.render import Renderer
 from workflows.activity_models import (
     AssignRequest,
@@ -232,6 +240,13 @@ class CaseActivities:
                 outcome=snap.outcome,
                 ack_by=snap.ack_by,
                 resolve_by=snap.resolve_by,
+                acknowledged=snap.acknowledged,
+                paused=snap.paused,
+                warned=snap.warned,
+                breaches=snap.breaches,
+                approvers=approver_list(snap.approvers),
+                approval_due_by=snap.approval_due_by,
+                reopen_until=snap.reopen_until,
             )
         )
         now = _now()
@@ -246,6 +261,7 @@ class CaseActivities:
                 "by": e.by,
                 "tier": e.tier,
                 "details": e.details,
+                "via": e.via,
             }
             for e in timeline
         ]

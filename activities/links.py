@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
@@ -64,6 +65,10 @@ class Links:
         if not secret or not base:
             return None
         return cls(secret, base)
+
+    def case_url(self, case_id: str) -> str:
+        """The case's page on the desk console (behind sign-in)."""
+        return f"{self.base_url}/cases/{quote(case_id)}"
 
     def approval_token(self, claim: ApprovalClaim) -> str:
         return str(

@@ -66,6 +66,7 @@ class Base(DeclarativeBase):
 
 class CaseRow(Base):
     __tablename__ = "cases"
+    __table_args__ = (Index("ix_cases_department_tier", "department", "tier"),)
 
     case_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     workflow_id: Mapped[str] = mapped_column(String(100))
@@ -89,6 +90,14 @@ class CaseRow(Base):
     ack_by: Mapped[datetime | None] = mapped_column(UtcDateTime)
     resolve_by: Mapped[datetime | None] = mapped_column(UtcDateTime)
     policy_version: Mapped[str] = mapped_column(String(50))
+    # what the desk console lists by (migration 0003)
+    acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    warned: Mapped[bool] = mapped_column(Boolean, default=False)  # at the tier it is in
+    breaches: Mapped[int] = mapped_column(Integer, default=0)
+    approvers: Mapped[str | None] = mapped_column(Text)  # ",sup-lee,sup-mara," while pending
+    approval_due_by: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reopen_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class TimelineRow(Base):
@@ -103,6 +112,7 @@ class TimelineRow(Base):
     by: Mapped[str | None] = mapped_column(String(100))
     tier: Mapped[int | None] = mapped_column(Integer)
     details: Mapped[str] = mapped_column(Text, default="")
+    via: Mapped[str | None] = mapped_column(String(10))  # which way a person's message came
 
 
 class MessageRow(Base):
@@ -131,6 +141,11 @@ class MessageRow(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+def approver_list(ids: list[str]) -> str | None:
+    """Pending approvers as one column a `LIKE '%,id,%'` finds ("" when none)."""
+    return f",{','.join(ids)}," if ids else None
 
 
 class AssignmentRow(Base):

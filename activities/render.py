@@ -5,7 +5,8 @@ Per notice `<name>`: `.subject.txt` and `.body.txt` make the plain-text message;
 HTML part of a mail (else `_layout.html` around the plain body); `.chat.txt` the short form
 for chat (else `_chat.txt`). HTML is autoescaped, text is not. Templates see the case as the
 records keep it (`case`: CaseSnapshot), the notice's own facts and `approval_url` (a signed
-link for an approver, or None).
+link for an approver, or None) and `case_url` (the case on the desk console, for internal
+notices only; None for customers' messages and when no web app is configured).
 """
 
 from __future__ import annotations
@@ -86,6 +87,12 @@ class Renderer:
         )
         return self.links.approval_url(claim)
 
+    def case_url(self, message: OutboundMessage, case: CaseSnapshot) -> str | None:
+        """Staff act on the desk console, signed in; a customer never gets its address."""
+        if self.links is None or message.channel != "internal":
+            return None
+        return self.links.case_url(case.case_id)
+
     def verdict_urls(self, message: OutboundMessage, case: CaseSnapshot) -> dict[str, Any]:
         """The resolution mail's rating links (one per score) and its "not solved" link."""
         facts = message.facts
@@ -106,6 +113,7 @@ class Renderer:
             **message.facts,
             "case": case,
             "approval_url": self.approval_url(message, case),
+            "case_url": self.case_url(message, case),
             **self.verdict_urls(message, case),
         }
         subject = self.env.get_template(f"{name}.subject.txt").render(context).strip()

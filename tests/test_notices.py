@@ -37,6 +37,7 @@ from workflows.state import CaseState, Clock
 from .core_cases import ASSIGNEE, T0, assigned, identified, with_events
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "notices"
+LINKS = Links("a-test-secret-of-some-length", "https://desk.example")
 LATER = T0 + timedelta(minutes=10)
 
 
@@ -93,9 +94,9 @@ def everything_a_case_sends() -> list[OutboundMessage]:
         facts={"person": "bill-ana", "tier_name": "Specialists", "department_name": "Billing"},
     )
     return [
-        *rendered(s, [*s.outbox, assign]),
-        *rendered(capped, capped.outbox),
-        *rendered(windowed, windowed.outbox),
+        *rendered(s, [*s.outbox, assign], LINKS),
+        *rendered(capped, capped.outbox, LINKS),
+        *rendered(windowed, windowed.outbox, LINKS),
     ]
 
 
@@ -151,7 +152,6 @@ def test_an_organisation_overrides_a_template(tmp_path: Path) -> None:
     assert again.body == message.body  # the body still comes from the bundled template
 
 
-LINKS = Links("a-test-secret-of-some-length", "https://desk.example")
 
 
 def test_html_part_escapes_what_people_typed() -> None:
@@ -233,3 +233,15 @@ def test_the_resolution_mail_asks_for_a_rating_and_offers_a_reopen() -> None:
         LINKS.read_verdict(reopen.rsplit("/", 1)[1], now=until + timedelta(seconds=1))
     with pytest.raises(InvalidToken):  # an approval token is not a verdict token
         LINKS.read_verdict(LINKS.approval_token(ApprovalClaim("M-1", "x", "sup-lee", 2**31)))
+
+
+def test_every_internal_notice_leads_to_the_case_page_and_no_customer_message_does() -> None:
+    page = "https://desk.example/cases/"
+    for m in SENT:
+        if m.channel == "internal":
+            assert page in m.body and page in (m.html or ""), m.template
+            short = m.short or ""  # an approver's chat line carries their own decision link
+            assert page in short or "https://desk.example/approvals/" in short, m.template
+            assert "escalate acknowledge" not in m.body, m.template
+        else:
+            assert page not in m.body + (m.html or "") + (m.short or ""), m.template

@@ -63,6 +63,13 @@ class CaseSnapshot(BaseModel):
     ack_by: UtcDatetime | None = None
     resolve_by: UtcDatetime | None = None
     policy_version: str
+    acknowledged: bool = False
+    paused: bool = False
+    warned: bool = False
+    breaches: int = 0
+    approvers: list[str] = []  # of the pending approval
+    approval_due_by: UtcDatetime | None = None
+    reopen_until: UtcDatetime | None = None
 
 
 class OpenCaseRequest(BaseModel):

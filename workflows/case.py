@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from workflows import carry, decisions, evolve, projections, rules
+    from workflows import carry, decisions, evolve, offers, projections, rules
     from workflows import search_attributes as sa
     from workflows.activity_models import (
         AssignRequest,
@@ -427,6 +427,11 @@ class EscalationCase:
     def status(self) -> CaseStatus:
         case_id = workflow.info().workflow_id.removeprefix("case-")
         return projections.status(self._state, self._opening, case_id)
+
+    @workflow.query(name="actions")
+    def actions(self, by: str) -> list[str]:
+        """What `by` may do now (the desk console's buttons), from the case's own decisions."""
+        return offers.offered(self._state, by, workflow.now())
 
     def _upsert_search_attributes(self) -> None:
         """Send only the attributes whose values changed since the last upsert."""

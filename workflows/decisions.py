@@ -148,17 +148,17 @@ def _escalate(s: CaseState, msg: Escalate, now: datetime) -> Decision:
             return Refused(f"department: case is already with {msg.department}")
         return [
             *_withdrawn(s, msg.by, f"transferred to {msg.department}"),
-            Transferred(msg.by, msg.department, msg.reason),
+            Transferred(msg.by, msg.department, msg.reason, msg.via),
         ]
     if rules.next_tier(policy, s.tier) is None:
         return Refused(f"case is already at the top tier ({s.tier})")
-    return [Escalated(msg.by, msg.reason)]
+    return [Escalated(msg.by, msg.reason, via=msg.via)]
 
 
 def _acknowledge(s: CaseState, msg: Acknowledge, now: datetime) -> Decision:
     if refused := _by_assignee(s, msg.by):
         return refused
-    return Refused("case is already acknowledged") if s.acknowledged else [Acknowledged(msg.by)]
+    return Refused("case is already acknowledged") if s.acknowledged else [Acknowledged(msg.by, msg.via)]
 
 
 def _resolve(s: CaseState, msg: Resolve, now: datetime) -> Decision:
@@ -169,7 +169,7 @@ def _resolve(s: CaseState, msg: Resolve, now: datetime) -> Decision:
         return Refused(f"root_cause: {msg.root_cause!r} is not one of {', '.join(causes)}")
     if msg.root_cause is None and s.severity in s.policy.root_cause_required:
         return Refused(f"root_cause: required for {s.severity} cases (one of {', '.join(causes)})")
-    resolved = Resolved(msg.by, msg.resolution, msg.root_cause)
+    resolved = Resolved(msg.by, msg.resolution, msg.root_cause, msg.via)
     return [*_withdrawn(s, msg.by, "case resolved"), resolved]
 
 
@@ -185,7 +185,7 @@ def _deescalate(s: CaseState, msg: Deescalate, now: datetime) -> Decision:
         return Refused(f"by: {msg.by} is not a supervisor at tier {s.tier} of {s.department}")
     if s.pending is not None:
         return Refused("an approval is pending; decide it before handing the case down")
-    return [Deescalated(msg.by, msg.reason)]
+    return [Deescalated(msg.by, msg.reason, msg.via)]
 
 
 # --- after the resolution: the customer's verdict and reopening ---------------------------
@@ -208,7 +208,7 @@ def _reopen(s: CaseState, msg: Reopen, now: datetime) -> Decision:
         return Refused(
             f"by: only the customer or the assignee who resolved it ({s.resolved_by}) may reopen"
         )
-    return [Reopened(msg.by, msg.reason)]
+    return [Reopened(msg.by, msg.reason, msg.via)]
 
 
 def _wait_for_customer(s: CaseState, msg: WaitForCustomer, now: datetime) -> Decision:
@@ -216,7 +216,7 @@ def _wait_for_customer(s: CaseState, msg: WaitForCustomer, now: datetime) -> Dec
         return refused
     if s.paused_at is not None:
         return Refused("case is already waiting for the customer")
-    return [WaitingForCustomer(msg.by, msg.question)]
+    return [WaitingForCustomer(msg.by, msg.question, msg.via)]
 
 
 def _request_approval(s: CaseState, msg: RequestApproval, now: datetime) -> Decision:
@@ -240,7 +240,7 @@ def _request_approval(s: CaseState, msg: RequestApproval, now: datetime) -> Deci
         return Refused("action.amount: nobody's authority covers this amount")
     notified = rules.approvers_to_notify(policy, approvers, 0)
     due_by = now + timedelta(seconds=policy.approval_timeout[s.severity])
-    return [ApprovalRequested(msg.by, action, approvers, notified, due_by)]
+    return [ApprovalRequested(msg.by, action, approvers, notified, due_by, msg.via)]
 
 
 DECIDERS: dict[str, Decider] = {

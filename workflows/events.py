@@ -14,6 +14,7 @@ from workflows.state import Clock
 @dataclass(frozen=True, slots=True)
 class Acknowledged:
     by: str
+    via: str | None = None  # which way the message came
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,7 @@ class Resolved:
     by: str
     resolution: str
     root_cause: str | None = None
+    via: str | None = None  # which way the message came
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,7 @@ class Escalated:
     by: str | None
     reason: str
     automatic: bool = False
+    via: str | None = None  # which way the message came
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,7 @@ class Transferred:
     by: str
     department: str
     reason: str
+    via: str | None = None  # which way the message came
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,7 @@ class ApprovalRequested:
     approvers: list[str]
     notified: list[str]
     due_by: datetime
+    via: str | None = None  # which way the message came
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,7 @@ class ApprovalDecided:
 class WaitingForCustomer:
     by: str
     question: str
+    via: str | None = None  # which way the message came
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +162,7 @@ class Reopened:
 
     by: str
     reason: str
+    via: str | None = None  # which way the message came
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +176,7 @@ class Deescalated:
 
     by: str
     reason: str
+    via: str | None = None  # which way the message came
 
 
 Event = (

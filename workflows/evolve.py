@@ -136,17 +136,17 @@ def identify(
 def apply(state: CaseState, event: Event, now: datetime) -> None:
     policy = state.policy
     match event:
-        case Acknowledged(by=by):
+        case Acknowledged(by=by, via=via):
             state.acknowledged = True
-            line(state, now, "acknowledged", by, "")
+            line(state, now, "acknowledged", by, "", via)
             tell_customer(state, "acknowledged", department_name=_department_name(state))
-        case Resolved(by=by, resolution=resolution, root_cause=root_cause):
+        case Resolved(by=by, resolution=resolution, root_cause=root_cause, via=via):
             state.acknowledged = True
             state.resolution, state.resolved_by = resolution, by
             state.root_cause = root_cause
             state.resolutions += 1
             cause = f" (root cause: {root_cause})" if root_cause else ""
-            line(state, now, "resolved", by, resolution + cause)
+            line(state, now, "resolved", by, resolution + cause, via)
             state.finish = "resolved"
         case FeedbackGiven(score=score, comment=comment):
             state.feedback.append(
@@ -155,14 +155,14 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             line(state, now, "customer feedback", "customer", f"{score}/5 {comment}".strip())
             if state.resolved_by:
                 notify(state, state.resolved_by, "feedback_received", score=score, comment=comment)
-        case Reopened(by=by, reason=reason):
+        case Reopened(by=by, reason=reason, via=via):
             state.reopens.append(
                 Reopening(
                     by=by, reason=reason, at=now, tier=state.tier, department=state.department
                 )
             )
             where = f"tier {state.tier}, {state.department}"
-            line(state, now, "reopened", by, f"{reason} (back to {where})")
+            line(state, now, "reopened", by, f"{reason} (back to {where})", via)
             state.prefer, state.finish, state.reopen_until = state.resolved_by, None, None
             state.resolution = None
             _enter_tier(state, state.tier, state.department, now)
@@ -173,19 +173,19 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             rated = len(state.feedback)
             line(state, now, "closed", None, f"reopen window ended; {rated} rating(s)")
             state.finish, state.window_closed, state.closed_at = "resolved", True, now
-        case Deescalated(by=by, reason=reason):
+        case Deescalated(by=by, reason=reason, via=via):
             levels = [t.level for t in policy.tiers]
             lower = levels[levels.index(state.tier) - 1]
             state.deescalations += 1
-            line(state, now, "de-escalated", by, f"tier {state.tier} -> {lower}: {reason}")
+            line(state, now, "de-escalated", by, f"tier {state.tier} -> {lower}: {reason}", via)
             _enter_tier(state, lower, state.department, now)
-        case Escalated(by=by, reason=reason, automatic=automatic):
-            _escalate(state, by, reason, automatic, now)
-        case Transferred(by=by, department=department, reason=reason):
+        case Escalated(by=by, reason=reason, automatic=automatic, via=via):
+            _escalate(state, by, reason, automatic, now, via)
+        case Transferred(by=by, department=department, reason=reason, via=via):
             previous, old = state.assignee, state.department
             state.escalations += 1
             state.escalation_type = "functional"
-            line(state, now, "transferred", by, f"{old} -> {department}: {reason}")
+            line(state, now, "transferred", by, f"{old} -> {department}: {reason}", via)
             state.skill = None
             _enter_tier(state, state.tier, department, now)
             state.exclude = []
@@ -193,7 +193,9 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             if previous:
                 notify(state, previous, "transferred_from_you", department_name=name, reason=reason)
             tell_customer(state, "customer_transferred", department_name=name)
-        case ApprovalRequested(by=by, action=action, approvers=approvers, notified=notified):
+        case ApprovalRequested(
+            by=by, action=action, approvers=approvers, notified=notified, via=via
+        ):
             state.approval_round = 0
             state.pending = PendingApproval(
                 action=action,
@@ -210,6 +212,7 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
                 "approval requested",
                 by,
                 f"{action.kind} {money}; asked {', '.join(notified)}",
+                via,
             )
             _ask_approvers(state, notified)
         case ApprovalEscalated(waited_on=waited_on, notified=notified, due_by=due_by):
@@ -226,9 +229,9 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
             _ask_approvers(state, notified)
         case ApprovalDecided(decision=decision, by=by, note=text, via=via):
             _decide_approval(state, decision, by, text, now, via)
-        case WaitingForCustomer(by=by, question=question):
+        case WaitingForCustomer(by=by, question=question, via=via):
             state.paused_at = now
-            line(state, now, "waiting for customer", by, question)
+            line(state, now, "waiting for customer", by, question, via)
             tell_customer(state, "waiting_on_you", question=question)
         case CustomerReplied(message=message):
             paused_at = state.paused_at
@@ -378,7 +381,12 @@ def apply(state: CaseState, event: Event, now: datetime) -> None:
 
 
 def _escalate(
-    state: CaseState, by: str | None, reason: str, automatic: bool, now: datetime
+    state: CaseState,
+    by: str | None,
+    reason: str,
+    automatic: bool,
+    now: datetime,
+    via: str | None = None,
 ) -> None:
     policy = state.policy
     old_tier = state.tier
@@ -388,7 +396,7 @@ def _escalate(
     state.escalations += 1
     state.escalation_type = "hierarchical"
     auto = " (automatic)" if automatic else ""
-    line(state, now, "escalated", by, f"tier {old_tier} -> {new_tier}{auto}: {reason}")
+    line(state, now, "escalated", by, f"tier {old_tier} -> {new_tier}{auto}: {reason}", via)
     _enter_tier(state, new_tier, state.department, now)
     state.exclude = [previous] if previous else []
     if previous:
@@ -431,13 +439,6 @@ def _ask_approvers(state: CaseState, people: list[str]) -> None:
         )
 
 
-VIA = {
-    "web": "web link",
-    "cli": "CLI",
-    "api": "API",
-    "update": "Update",
-    "signal": "Signal (e.g. the Temporal UI)",
-}
 
 
 def _decide_approval(
@@ -464,9 +465,7 @@ def _decide_approval(
     state.pending = None
     a = pending.action
     details = f"{a.kind} {fmt_money(a.amount, a.currency)}: {text}".rstrip(": ")
-    if via:
-        details += f" (via {VIA[via]})"
-    line(state, now, f"approval {decision}", by, details)
+    line(state, now, f"approval {decision}", by, details, via)
     action = a.model_dump()
     if state.assignee:
         notify(

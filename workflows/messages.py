@@ -47,6 +47,8 @@ class Message:
         return self.model.model_validate(payload)
 
 
+_CLI = {"via": "cli"}  # what the `escalate` CLI sends for every staff message
+
 MESSAGES: dict[str, Message] = {
     m.name: m
     for m in (
@@ -55,40 +57,49 @@ MESSAGES: dict[str, Message] = {
             Acknowledge,
             "the assignee",
             "takes the case; stops the acknowledgement clock",
+            cli_defaults=_CLI,
         ),
-        Message("resolve", Resolve, "the assignee", "resolves it; goes to report-up"),
+        Message(
+            "resolve",
+            Resolve,
+            "the assignee",
+            "resolves it; goes to report-up",
+            cli_defaults=_CLI,
+        ),
         Message(
             "escalate",
             Escalate,
             "the assignee or a supervisor of the case",
             "up a tier, or (with `department`) a functional transfer",
+            cli_defaults=_CLI,
         ),
         Message(
             "request_approval",
             RequestApproval,
             "the assignee",
             "an action above the assignee's authority",
-            cli_defaults={"kind": "refund"},
+            cli_defaults={"kind": "refund", **_CLI},
         ),
         Message(
             "approve",
             Approve,
             "an approver of the pending request",
             "grants the pending approval",
-            cli_defaults={"via": "cli"},
+            cli_defaults=_CLI,
         ),
         Message(
             "reject",
             Reject,
             "an approver of the pending request",
             "refuses the pending approval",
-            cli_defaults={"via": "cli"},
+            cli_defaults=_CLI,
         ),
         Message(
             "wait_for_customer",
             WaitForCustomer,
             "the assignee",
             "asks the customer; pauses the SLA clock",
+            cli_defaults=_CLI,
         ),
         Message(
             "customer_replied",
@@ -107,6 +118,7 @@ MESSAGES: dict[str, Message] = {
             Deescalate,
             "a supervisor at the case's tier",
             "hands the case back down a tier; clocks restart there",
+            cli_defaults=_CLI,
         ),
         Message(
             "customer_feedback",
@@ -119,6 +131,7 @@ MESSAGES: dict[str, Message] = {
             Reopen,
             "the customer (`by` customer) or the assignee who resolved it",
             "back to the resolving tier within the reopen window",
+            cli_defaults=_CLI,
         ),
     )
 }

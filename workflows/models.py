@@ -96,9 +96,17 @@ def describe_validation_error(err: ValidationError) -> str:
 
 # --- messages -------------------------------------------------------------------------------
 
+# Which way a staff message came, for the audit trail: the desk's web app (console and signed
+# links), the CLI, a backend through the API; an Update or a Signal (the Temporal UI) that
+# does not say is named as such.
+Via = Literal["web", "cli", "api", "update", "signal"]
+VIA_HELP = "which way the message came (the audit trail names it)"
+ViaField = Annotated[Via | None, Field(description=VIA_HELP)]
+
 
 class Acknowledge(Strict):
     by: PersonRef
+    via: ViaField = None
 
 
 class Resolve(Strict):
@@ -107,6 +115,7 @@ class Resolve(Strict):
     root_cause: Annotated[
         str | None, Field(description="why it happened, from the policy's root_causes")
     ] = None
+    via: ViaField = None
 
 
 class Escalate(Strict):
@@ -115,34 +124,31 @@ class Escalate(Strict):
     department: Annotated[
         str | None, Field(description="transfer to this department instead of going up a tier")
     ] = None
+    via: ViaField = None
 
 
 class RequestApproval(Strict):
     by: PersonRef
     action: Action
-
-
-# Which way a decision came, for the audit trail: the signed web link, the CLI, a backend
-# through the API; an Update or a Signal (the Temporal UI) that does not say is named as such.
-Via = Literal["web", "cli", "api", "update", "signal"]
-VIA_HELP = "which way the decision came (the audit trail names it)"
+    via: ViaField = None
 
 
 class Approve(Strict):
     by: PersonRef
     note: str = ""
-    via: Annotated[Via | None, Field(description=VIA_HELP)] = None
+    via: ViaField = None
 
 
 class Reject(Strict):
     by: PersonRef
     reason: NonEmpty
-    via: Annotated[Via | None, Field(description=VIA_HELP)] = None
+    via: ViaField = None
 
 
 class WaitForCustomer(Strict):
     by: PersonRef
     question: NonEmpty
+    via: ViaField = None
 
 
 class CustomerReplied(Strict):
@@ -161,11 +167,13 @@ class CustomerFeedback(Strict):
 class Reopen(Strict):
     by: PersonRef  # "customer", or the assignee who resolved it
     reason: NonEmpty
+    via: ViaField = None
 
 
 class Deescalate(Strict):
     by: PersonRef
     reason: NonEmpty
+    via: ViaField = None
 
 
 # --- state the workflow exposes -------------------------------------------------------------
@@ -178,6 +186,7 @@ class TimelineEntry(BaseModel):
     by: str | None = None
     tier: int | None = None
     details: str = ""
+    via: Via | None = None  # for a person's message: which way it came
 
 
 class Deadlines(BaseModel):

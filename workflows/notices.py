@@ -13,6 +13,16 @@ from workflows.models import Channel, TimelineEntry
 from workflows.state import CaseState
 
 
+# How the timeline words each way a person's message can come (`Via`).
+VIA = {
+    "web": "the desk console",
+    "cli": "CLI",
+    "api": "API",
+    "update": "Update",
+    "signal": "Signal (e.g. the Temporal UI)",
+}
+
+
 def note(
     timeline: list[TimelineEntry],
     now: datetime,
@@ -21,17 +31,22 @@ def note(
     tier: int | None,
     details: str,
     unrecorded: list[TimelineEntry] | None = None,
+    via: str | None = None,
 ) -> None:
+    if via:
+        details = f"{details} (via {VIA[via]})".lstrip()
     entry = TimelineEntry(
-        seq=len(timeline) + 1, at=now, what=what, by=by, tier=tier, details=details
+        seq=len(timeline) + 1, at=now, what=what, by=by, tier=tier, details=details, via=via
     )
     timeline.append(entry)
     if unrecorded is not None:
         unrecorded.append(entry)
 
 
-def line(state: CaseState, now: datetime, what: str, by: str | None, details: str) -> None:
-    note(state.timeline, now, what, by, state.tier, details, state.unrecorded)
+def line(
+    state: CaseState, now: datetime, what: str, by: str | None, details: str, via: str | None = None
+) -> None:
+    note(state.timeline, now, what, by, state.tier, details, state.unrecorded, via)
 
 
 def _queue(

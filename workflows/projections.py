@@ -120,6 +120,13 @@ def snapshot(
         ack_by=c.ack_by if c and not s.acknowledged else None,
         resolve_by=c.resolve_by if c else None,
         policy_version=s.policy.version,
+        acknowledged=s.acknowledged,
+        paused=s.paused_at is not None,
+        warned=bool(s.warned),
+        breaches=len(s.breaches),
+        approvers=s.pending.approvers if s.pending else [],
+        approval_due_by=s.pending.due_by if s.pending else None,
+        reopen_until=s.reopen_until,
     )
 
 
