@@ -41,6 +41,7 @@ from activities.relay import FailureHook, Relay, failure_text
 from activities.render import Renderer
 from starter.config import Settings, connect, exit_now
 from starter.devserver import DevServer, DevServerError, port_in_use
+from starter.signin import OidcConfig
 from workflows import search_attributes as sa
 from workflows.case import EscalationCase
 from workflows.policy import PolicyError
@@ -167,10 +168,11 @@ async def run_worker(
     if web_port is not None and links is not None:
         from starter.web import serve
 
-        tasks.append(
-            asyncio.create_task(serve(client, links, "127.0.0.1", web_port, records), name="web")
+        web = serve(
+            client, links, "127.0.0.1", web_port, records, True, policy, OidcConfig.from_env()
         )
-        log.info("web app (approval links, outbox): %s/outbox", links.base_url)
+        tasks.append(asyncio.create_task(web, name="web"))
+        log.info("desk console: %s/  (dev outbox: %s/outbox)", links.base_url, links.base_url)
     try:
         async with worker:
             await (stop or asyncio.Event()).wait()
@@ -205,9 +207,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"policy error: {err}") from None
     settings = Settings()
     server: DevServer | None = None
+    if args.dev:  # the links in messages point at this web app
+        os.environ.setdefault("ESCALATION_WEB_URL", f"http://127.0.0.1:{args.web_port}")
     try:
         channels = Channels.from_env()
         links = Links.from_env(Path(args.data_dir) if args.dev else None)
+        OidcConfig.from_env()  # all three variables or none
     except ValueError as err:
         raise SystemExit(f"configuration error: {err}") from None
     if args.dev:

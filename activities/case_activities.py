@@ -191,7 +191,15 @@ class CaseActivities:
                     f"{earlier.open_load} other open cases"
                 ),
             )
-            snap = snap.model_copy(update={"assignee": person.id, "stage": "resolve"})
+            snap = snap.model_copy(
+                update={
+                    "assignee": person.id,
+                    "stage": "resolve",
+                    "acknowledged": False,
+                    "ack_by": req.ack_by,
+                    "resolve_by": req.resolve_by,
+                }
+            )
             notice = OutboundMessage(
                 key=f"{t.key}:assigned",
                 channel="internal",

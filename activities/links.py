@@ -44,6 +44,7 @@ class Links:
         if len(secret) < 16:
             raise ValueError("ESCALATION_SECRET: use at least 16 characters")
         self.base_url = base_url.rstrip("/")
+        self.secret = secret
         self._approvals = URLSafeSerializer(secret, salt="escalation-desk/" + APPROVAL)
         self._verdicts = URLSafeSerializer(secret, salt="escalation-desk/" + VERDICT)
 

@@ -1,12 +1,16 @@
-"""The web app people act through: approval links from their mail or chat, and (in
+"""The web app people act through: the desk console (starter/console.py, behind sign-in),
+approval links from their mail or chat, the customer's rating and reopen links, and (in
 development) the outbox of every message sent.
 
     escalation-web [--host 127.0.0.1] [--port 8000] [--dev]
 
 `GET /approvals/<token>` shows the request and changes nothing (mail scanners follow links);
 `POST` sends the approver's decision as the validated Update, as the token's approver and
-no one else. A tampered, expired or foreign token gets 403 and nothing reaches the case.
-Needs $ESCALATION_SECRET and $ESCALATION_WEB_URL (in --dev: the worker's own defaults).
+no one else (with an OpenID provider configured, only while signed in as that approver). A
+tampered, expired or foreign token gets 403 and nothing reaches the case.
+Needs $ESCALATION_SECRET and $ESCALATION_WEB_URL (in --dev: the worker's own defaults), and
+for the console $ESCALATION_OIDC_ISSUER, $ESCALATION_OIDC_CLIENT_ID and
+$ESCALATION_OIDC_CLIENT_SECRET (in --dev on loopback: "sign in as").
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Form
+from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
@@ -35,10 +39,18 @@ from activities.links import ApprovalClaim, InvalidToken, Links, VerdictClaim
 from activities.policy_file import PolicySource
 from activities.records import MessageRow, Records
 from starter.config import Settings, connect
+from starter.console import Console
+from starter.signin import (
+    OidcConfig,
+    SignIn,
+    console_unavailable,
+    is_loopback,
+    missing_console_config,
+)
 from workflows.models import ApprovalRecord, CaseStatus, PendingApproval, workflow_id_for
 from workflows.policy import Policy
 from workflows.rules import find_person
-from workflows.wording import fmt_money, fmt_when
+from workflows.wording import fmt_duration, fmt_money, fmt_when
 
 log = logging.getLogger("escalation_desk.web")
 
@@ -64,6 +76,16 @@ def linkify(text: str) -> Markup:
 
 PAGES.globals.update(linkify=linkify, money=lambda a: fmt_money(a.amount, a.currency))
 PAGES.filters["when"] = fmt_when
+PAGES.filters["duration"] = fmt_duration
+
+
+def _left(due: datetime, now: datetime) -> str:
+    """'12m 30s left' / 'overdue 3m' (the page's script keeps it ticking)."""
+    seconds = (due - now).total_seconds()
+    return f"{fmt_duration(seconds)} left" if seconds > 0 else f"overdue {fmt_duration(-seconds)}"
+
+
+PAGES.filters["left"] = _left
 
 
 def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -108,25 +130,56 @@ def create_app(
     client: Client,
     links: Links,
     records: Records | None = None,
-    policy: PolicySource | None = None,
+    policy: Callable[[], Policy] | None = None,
     dev: bool = False,
+    oidc: OidcConfig | None = None,
+    host: str = "127.0.0.1",
+    session_seconds: int | None = None,
 ) -> FastAPI:
+    """The app; the console is there with a provider (`oidc`), or in `dev` on a loopback
+    `host` ("sign in as"), and with the records to list cases from."""
     app = FastAPI(title="Escalation desk", docs_url=None, redoc_url=None, openapi_url=None)
     policy = policy or PolicySource()
+    signin = SignIn(
+        app,
+        policy,
+        page,
+        links.base_url,
+        links.secret,
+        oidc,
+        dev and is_loopback(host),
+        **({"session_seconds": session_seconds} if session_seconds else {}),
+    )
+    if signin.enabled and records is not None:
+        Console(app, client, records, policy, signin, page)
+    else:
+        log.warning("desk console off: %s", missing_console_config())
+
+        @app.get("/", response_class=HTMLResponse)
+        async def no_console() -> HTMLResponse:
+            return console_unavailable(page)
 
     def why(claim: ApprovalClaim, request: PendingApproval | None) -> str:
-        p: Policy = policy.policy
+        p: Policy = policy()
         person = find_person(p, claim.approver)
         if person is None or request is None:
             return ""
         limit = fmt_money(person.approval_limit, p.currency)
         return f"{person.name}, whose approval limit ({limit}) covers this amount"
 
-    async def look(token: str) -> tuple[ApprovalClaim, Situation] | HTMLResponse:
+    async def look(
+        token: str, request: Request
+    ) -> tuple[ApprovalClaim, Situation] | HTMLResponse | RedirectResponse:
         try:
             claim = links.read_approval(token)
         except InvalidToken as err:
             return denied(str(err).capitalize() + ".")
+        if oidc is not None:  # a forwarded link is no use to anyone else
+            person = signin.person(request)
+            if person is None:
+                return signin.to_signin(request)
+            if person.id != claim.approver:
+                return denied(f"This link is {claim.approver}'s; you are signed in as {person.id}.")
         handle = client.get_workflow_handle(workflow_id_for(claim.case_id))
         try:
             case = await handle.query("status", result_type=CaseStatus)
@@ -148,21 +201,22 @@ def create_app(
         return page("approval.html", **(context | extra))
 
     @app.get("/approvals/{token}", response_class=HTMLResponse)
-    async def approval(token: str) -> HTMLResponse:
-        found = await look(token)
-        if isinstance(found, HTMLResponse):
+    async def approval(token: str, request: Request) -> Response:
+        found = await look(token, request)
+        if isinstance(found, Response):
             return found
         return show(*found)
 
     @app.post("/approvals/{token}", response_class=HTMLResponse)
     async def decide(
         token: str,
+        request: Request,
         decision: str = Form(...),
         note: str = Form(""),
         reason: str = Form(""),
-    ) -> HTMLResponse:
-        found = await look(token)
-        if isinstance(found, HTMLResponse):
+    ) -> Response:
+        found = await look(token, request)
+        if isinstance(found, Response):
             return found
         claim, sit = found
         if sit.request is None:  # decided already, or moved on: nothing is sent
@@ -178,12 +232,12 @@ def create_app(
             await handle.execute_update(decision, payload)
         except WorkflowUpdateFailedError as err:
             cause = getattr(err.cause, "message", None) or str(err.cause or err)
-            after = await look(token)
-            if isinstance(after, HTMLResponse):
+            after = await look(token, request)
+            if isinstance(after, Response):
                 return after
             return show(*after, error=f"Not sent: {cause}")
-        after = await look(token)
-        if isinstance(after, HTMLResponse):
+        after = await look(token, request)
+        if isinstance(after, Response):
             return after
         done = "Approved" if decision == "approve" else "Rejected"
         return show(
@@ -285,10 +339,6 @@ def create_app(
 
     if dev and records is not None:
 
-        @app.get("/", response_class=RedirectResponse)
-        async def home() -> RedirectResponse:
-            return RedirectResponse("/outbox")
-
         @app.get("/outbox", response_class=HTMLResponse)
         async def outbox(limit: int = 200) -> HTMLResponse:
             async with records.transaction() as s:
@@ -325,8 +375,11 @@ async def serve(
     port: int,
     records: Records | None = None,
     dev: bool = True,
+    policy: Callable[[], Policy] | None = None,
+    oidc: OidcConfig | None = None,
+    session_seconds: int | None = None,
 ) -> None:
-    app = create_app(client, links, records, dev=dev)
+    app = create_app(client, links, records, policy, dev, oidc, host, session_seconds)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
     await _Server(config).serve()
 
@@ -335,7 +388,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="escalation-web", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--dev", action="store_true", help="also serve /outbox; dev secret")
+    parser.add_argument(
+        "--dev", action="store_true", help="also serve /outbox and 'sign in as'; dev secret"
+    )
     parser.add_argument("--data-dir", default="data", help="where --dev keeps its secret")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -343,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     try:
         links = Links.from_env(Path(args.data_dir) if args.dev else None)
+        oidc = OidcConfig.from_env()
     except ValueError as err:
         raise SystemExit(f"configuration error: {err}") from None
     if links is None:
@@ -350,13 +406,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             "configuration error: ESCALATION_SECRET and ESCALATION_WEB_URL are needed "
             "(or run with --dev)"
         )
+    if oidc is None and not (args.dev and is_loopback(args.host)):
+        print(f"escalation-web: {missing_console_config()}; serving the links only", flush=True)
 
     async def run() -> None:
         client = await connect(Settings())
-        records = Records.from_url() if args.dev else None
+        records = Records.from_url()
         log.info("escalation-web on http://%s:%d", args.host, args.port)
         config = uvicorn.Config(
-            create_app(client, links, records, dev=args.dev),
+            create_app(client, links, records, dev=args.dev, oidc=oidc, host=args.host),
             host=args.host,
             port=args.port,
             log_level="info",

@@ -152,8 +152,6 @@ def test_an_organisation_overrides_a_template(tmp_path: Path) -> None:
     assert again.body == message.body  # the body still comes from the bundled template
 
 
-
-
 def test_html_part_escapes_what_people_typed() -> None:
     s = assigned(identified())
     s.case = s.case.model_copy(

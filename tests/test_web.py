@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.channels import Channels, MailSender, SmtpConfig
 from activities.links import Links
 from activities.records import Records
+from starter.signin import OidcConfig
 from starter.web import serve
 from workflows.policy import Policy
 
@@ -53,9 +54,14 @@ async def test_approve_from_the_mail_in_a_browser(
 
 @contextlib.asynccontextmanager
 async def web_desk(
-    env: WorkflowEnvironment, records: Records, policy: Policy
+    env: WorkflowEnvironment,
+    records: Records,
+    policy: Policy,
+    oidc: OidcConfig | None = None,
+    session_seconds: int | None = None,
 ) -> AsyncIterator[tuple[Desk, Mailbox, Links, int]]:
-    """A desk mailing through a local SMTP server, with the web app its links point to."""
+    """A desk mailing through a local SMTP server, with the web app its links point to
+    (signing in through `oidc`, else the development "sign in as")."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     port = free_port()
     links = Links("web-test-secret-0123456789", f"http://127.0.0.1:{port}")
@@ -63,7 +69,18 @@ async def web_desk(
     with smtp_server(box) as smtp:
         sender = MailSender(SmtpConfig.parse(f"smtp://127.0.0.1:{smtp.port}", "desk@desk.example"))
         desk = Desk(env, records, policy, Channels({"mail": sender}), links)
-        web = asyncio.create_task(serve(desk.client, links, "127.0.0.1", port, records))
+        web = asyncio.create_task(
+            serve(
+                desk.client,
+                links,
+                "127.0.0.1",
+                port,
+                records,
+                policy=lambda: policy,
+                oidc=oidc,
+                session_seconds=session_seconds,
+            )
+        )
         try:
             async with desk.worker():
                 yield desk, box, links, port
@@ -120,7 +137,7 @@ async def _approve_in_browser(
         ("approved", "sup-lee", "duplicate charge confirmed")
     ]
     line = next(e for e in status.timeline if e.what == "approval approved")
-    assert line.by == "sup-lee" and line.details.endswith("(via web link)")
+    assert line.by == "sup-lee" and line.details.endswith("(via the desk console)")
 
     # a second use: shows what happened, sends nothing
     after = await history_length(desk, cid)

@@ -108,6 +108,10 @@ class AssignRequest(BaseModel):
     tier_name: str
     department_name: str
     prefer: str | None = None  # picked if eligible: the assignee who resolved a reopened case
+    # the new tier's deadlines counted from the request (the case counts them from the
+    # answer, a moment later): the records list the case by them until its next transition
+    ack_by: UtcDatetime | None = None
+    resolve_by: UtcDatetime | None = None
 
 
 class AssignResult(BaseModel):

@@ -284,6 +284,7 @@ class EscalationCase:
         self._set_details()
         mark = self._mutations
         dept_name = policy.departments[s.department].name
+        expected = rules.clocks(policy, s.tier, s.severity, workflow.now())
         result: AssignResult = await workflow.execute_activity(
             "assign_case",
             AssignRequest(
@@ -296,6 +297,8 @@ class EscalationCase:
                 tier_name=rules.tier_policy(policy, s.tier).name,
                 department_name=dept_name,
                 prefer=s.prefer,
+                ack_by=expected.ack_by,
+                resolve_by=expected.resolve_by,
             ),
             result_type=AssignResult,
             start_to_close_timeout=ACTIVITY_TIMEOUT,

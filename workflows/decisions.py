@@ -158,7 +158,11 @@ def _escalate(s: CaseState, msg: Escalate, now: datetime) -> Decision:
 def _acknowledge(s: CaseState, msg: Acknowledge, now: datetime) -> Decision:
     if refused := _by_assignee(s, msg.by):
         return refused
-    return Refused("case is already acknowledged") if s.acknowledged else [Acknowledged(msg.by, msg.via)]
+    return (
+        Refused("case is already acknowledged")
+        if s.acknowledged
+        else [Acknowledged(msg.by, msg.via)]
+    )
 
 
 def _resolve(s: CaseState, msg: Resolve, now: datetime) -> Decision:

@@ -439,8 +439,6 @@ def _ask_approvers(state: CaseState, people: list[str]) -> None:
         )
 
 
-
-
 def _decide_approval(
     state: CaseState,
     decision: ApprovalDecision,

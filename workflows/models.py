@@ -269,6 +269,7 @@ class CaseStatus(BaseModel):
     category: str | None
     requested_action: Action | None
     policy_version: str | None
+    description: str | None = None
     opened_at: UtcDatetime | None
     closed_at: UtcDatetime | None
     outcome: Outcome | None

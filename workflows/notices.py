@@ -12,7 +12,6 @@ from workflows.activity_models import OutboundMessage
 from workflows.models import Channel, TimelineEntry
 from workflows.state import CaseState
 
-
 # How the timeline words each way a person's message can come (`Via`).
 VIA = {
     "web": "the desk console",

@@ -30,7 +30,7 @@ PROBES: dict[str, tuple[str, Callable[[CaseState], dict[str, Any]]]] = {
     "wait_for_customer": ("wait_for_customer", lambda s: {"question": _ANY}),
     "resolve": (
         "resolve",
-        lambda s: {"resolution": _ANY, "root_cause": (s.policy.root_causes or [None])[0]},
+        lambda s: {"resolution": _ANY, "root_cause": next(iter(s.policy.root_causes), None)},
     ),
     "escalate": ("escalate", lambda s: {"reason": _ANY}),
     "transfer": (
