@@ -15,18 +15,23 @@ import logging
 import os
 import secrets
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from authlib.integrations.starlette_client import OAuth, OAuthError
+import authlib.deprecate  # its import turns its notices on; one is quieted below
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.middleware.sessions import SessionMiddleware
 
 from workflows.policy import Person, Policy
 from workflows.rules import find_person
+
+with warnings.catch_warnings():  # Authlib's notice that it would rather have httpx2
+    warnings.simplefilter("ignore", authlib.deprecate.AuthlibDeprecationWarning)
+    from authlib.integrations.starlette_client import OAuth, OAuthError
 
 log = logging.getLogger("escalation_desk.signin")
 
