@@ -73,6 +73,11 @@ def judge(report: Report) -> None:
         report.target("memory per cached case vs baseline", mem, 1.5, mem <= 1.5, "x")
     else:  # RSS fell while parking: a few hundred cases are within the allocator's noise
         report.target("memory per cached case vs baseline", None, 1.5, False, "x")
+    c = r["console_ms"]
+    for page, limit in (("my_cases", 300), ("desk", 300), ("case_page", 150)):
+        p95 = c[f"{page}_p95_ms"]
+        name = f"console {page.replace('_', ' ')} p95, {c['open_cases']} open"
+        report.target(name, p95, limit, p95 <= limit, "ms")
     k = r["worker_killed"]
     report.target(
         "two workers, one killed: cases completed",
@@ -125,6 +130,17 @@ def markdown(report: Report) -> str:
             f"worker idle CPU, {p['parked']} parked (% of a core)",
             c["idle_cpu_pct_of_core"],
             b["idle_cpu_pct_of_core"],
+        )
+    )
+    cm = r["console_ms"]
+    rows.append(
+        (
+            f"console p50 / p95 (ms), {cm['open_cases']} open: My cases "
+            f"({cm['my_cases_rows']} rows), /desk, a case page",
+            f"{cm['my_cases_p50_ms']} / {cm['my_cases_p95_ms']}, "
+            f"{cm['desk_p50_ms']} / {cm['desk_p95_ms']}, "
+            f"{cm['case_page_p50_ms']} / {cm['case_page_p95_ms']}",
+            "—",
         )
     )
     k = r["worker_killed"]

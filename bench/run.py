@@ -22,6 +22,7 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from bench.console import console_latency
 from bench.processes import start_worker
 from bench.report import Report, judge, markdown
 from bench.workloads import kill_one, parked, throughput, timer_precision, update_latency
@@ -63,7 +64,13 @@ async def main_async(small: bool) -> Report:
             report, client, address, db_url, 50 if small else 1000, 10 if small else 100
         )
         print("parked cases")
-        await parked(report, client, address, db_url, 100 if small else 2000)
+        samples = 10 if small else 50
+
+        async def console(wids: list[str]) -> None:
+            print("console pages")
+            await console_latency(report, address, db_url, wids, samples)
+
+        await parked(report, client, address, db_url, 100 if small else 2000, console)
         print("worker killed under load")
         await kill_one(report, client, address, db_url, 20 if small else 200)
     judge(report)

@@ -7,7 +7,7 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -228,8 +228,16 @@ async def terminate_all(client: Client, wids: list[str]) -> None:
     )
 
 
-async def parked(report: Report, client: Client, address: str, db_url: str, n: int) -> None:
-    """RSS and idle CPU of a worker holding n cases parked on SLA timers, vs the baseline."""
+async def parked(
+    report: Report,
+    client: Client,
+    address: str,
+    db_url: str,
+    n: int,
+    while_parked: Callable[[list[str]], Awaitable[None]] | None = None,
+) -> None:
+    """RSS and idle CPU of a worker holding n cases parked on SLA timers, vs the baseline;
+    then `while_parked` (the console's renders) runs against the parked cases."""
     out: dict[str, Any] = {"parked": n}
     for kind in ("baseline", "case"):
         tq = f"park-{kind}-{uuid.uuid4().hex[:6]}"
@@ -251,6 +259,8 @@ async def parked(report: Report, client: Client, address: str, db_url: str, n: i
                 "kb_per_cached": round((rss1 - rss0) / n / 1024, 1),
                 "idle_cpu_pct_of_core": round(idle_pct, 2),
             }
+            if kind == "case" and while_parked is not None:
+                await while_parked(wids)
             await terminate_all(client, wids)
         finally:
             worker.stop()

@@ -423,3 +423,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
