@@ -161,6 +161,19 @@ class Console:
             reason="No such case, or not one of yours.",
         )
 
+    async def viewing(
+        self, request: Request, case_id: str
+    ) -> tuple[Person, dict[str, Any]] | Response:
+        """Who asks and what they may see of the case, or the page to show instead (sign in
+        first; 404 for a case that is not theirs to see, as for one that does not exist)."""
+        me = self.signin.person(request)
+        if me is None:
+            return self.signin.to_signin(request)
+        view = await self.case_view(me, case_id)
+        if view is None:
+            return self.not_found(request, me)
+        return me, view
+
     async def case_view(self, person: Person, case_id: str) -> dict[str, Any] | None:
         """Everything the case page shows, or None when the person may not see the case."""
         handle = self.client.get_workflow_handle(workflow_id_for(case_id))
@@ -295,12 +308,10 @@ class Console:
 
         @app.get("/cases/{case_id}", response_class=HTMLResponse)
         async def case_page(request: Request, case_id: str) -> Response:
-            me = signin.person(request)
-            if me is None:
-                return signin.to_signin(request)
-            view = await self.case_view(me, case_id)
-            if view is None:
-                return self.not_found(request, me)
+            seen = await self.viewing(request, case_id)
+            if isinstance(seen, Response):
+                return seen
+            me, view = seen
             return self.render(request, me, "case.html", title=f"Case {case_id}", **view)
 
         @app.post("/cases/{case_id}", response_class=HTMLResponse)
@@ -309,12 +320,10 @@ class Console:
             fields = {k: str(v) for k, v in form.items()}
             if not csrf_ok(request, fields.get("csrf")):
                 return forbidden_form(self.page)
-            me = signin.person(request)
-            if me is None:
-                return signin.to_signin(request)
-            view = await self.case_view(me, case_id)
-            if view is None:
-                return self.not_found(request, me)
+            seen = await self.viewing(request, case_id)
+            if isinstance(seen, Response):
+                return seen
+            me, view = seen
             action = fields.get("action", "")
             try:
                 name, payload = message_for(action, fields)

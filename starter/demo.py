@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -162,4 +163,6 @@ async def run_demo(desk: CaseClient, prefix: str | None = None) -> list[str]:
     )
     print(f"\n{len(ids)} demo cases. Try: escalate list --open   |   escalate status {c[0]}")
     print("UI: http://localhost:8233  (filter e.g. CaseStage='resolve' AND CaseTier=3)")
+    web = os.environ.get("ESCALATION_WEB_URL", "http://127.0.0.1:8000")
+    print(f"Desk console: {web}/  (with --dev: sign in as sup-lee, log-tom, exec-vance, ...)")
     return ids
