@@ -27,12 +27,15 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.case_activities import CaseActivities
 from activities.channels import Channels, Delivery
+from activities.codec import data_converter
+from activities.keys import KeyStore, MasterKeys
 from activities.links import Links
 from activities.migrate import upgrade
 from activities.policy_file import PolicySource
@@ -42,6 +45,7 @@ from activities.render import Renderer
 from starter.config import Settings, connect, exit_now
 from starter.devserver import DevServer, DevServerError, port_in_use
 from starter.signin import OidcConfig
+from workflows import proofs
 from workflows import search_attributes as sa
 from workflows.case import EscalationCase
 from workflows.policy import PolicyError
@@ -88,6 +92,8 @@ def workflow_runner(strict: bool = False) -> SandboxedWorkflowRunner:
         SandboxRestrictions.default,
         invalid_module_members=members.with_child_unrestricted("zoneinfo", "ZoneInfo"),
     )
+    # the proof key, set by the worker at start, lives in one module shared with the sandbox
+    restrictions = restrictions.with_passthrough_modules("workflows.proofs")
     if strict:
         return SandboxedWorkflowRunner(restrictions=restrictions)
     return SandboxedWorkflowRunner(restrictions=restrictions.with_passthrough_modules("workflows"))
@@ -109,17 +115,20 @@ def build_worker(
             activities.assign_case,
             activities.record_transition,
             activities.read_clock,
+            activities.check_proof,
         ],
         workflow_runner=workflow_runner(strict_sandbox),
         **options,
     )
 
 
-async def connect_with_retry(settings: Settings, attempts: int = 30) -> Client:
+async def connect_with_retry(
+    settings: Settings, converter: DataConverter | None = None, attempts: int = 30
+) -> Client:
     """A worker may start before its server (compose, k8s): keep trying for a while."""
     for attempt in range(1, attempts + 1):
         try:
-            return await connect(settings)
+            return await connect(settings, converter)
         except RuntimeError as err:
             if attempt == attempts:
                 raise
@@ -147,8 +156,11 @@ async def run_worker(
     stop: asyncio.Event | None = None,
     migrate: bool = True,
     web_port: int | None = None,
+    masters: MasterKeys | None = None,
 ) -> None:
-    client = await connect_with_retry(settings)
+    keys = KeyStore(records, masters) if masters else None
+    proofs.configure(links.secret if links else os.environ.get("ESCALATION_SECRET"))
+    client = await connect_with_retry(settings, data_converter(keys))
     await ensure_search_attributes(client, settings.namespace)
     if migrate:
         log.info("records at schema revision %s", await upgrade(records.engine))
@@ -169,7 +181,15 @@ async def run_worker(
         from starter.web import serve
 
         web = serve(
-            client, links, "127.0.0.1", web_port, records, True, policy, OidcConfig.from_env()
+            client,
+            links,
+            "127.0.0.1",
+            web_port,
+            records,
+            True,
+            policy,
+            OidcConfig.from_env(),
+            keys=keys,
         )
         tasks.append(asyncio.create_task(web, name="web"))
         log.info("desk console: %s/  (dev outbox: %s/outbox)", links.base_url, links.base_url)
@@ -213,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         channels = Channels.from_env()
         links = Links.from_env(Path(args.data_dir) if args.dev else None)
         OidcConfig.from_env()  # all three variables or none
+        masters = MasterKeys.from_env(Path(args.data_dir) if args.dev else None)
     except ValueError as err:
         raise SystemExit(f"configuration error: {err}") from None
     if args.dev:
@@ -224,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
         data = Path(args.data_dir)
         os.environ.setdefault("DATABASE_URL", f"sqlite:///{data / 'escalations.db'}")
-        server = DevServer(data, args.port, args.ui_port)
+        codec = f"{links.base_url}/codec" if links and masters else None
+        server = DevServer(data, args.port, args.ui_port, codec_endpoint=codec)
         try:
             server.start()
         except DevServerError as err:
@@ -233,7 +255,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         log.info("Temporal UI: http://localhost:%d  (frontend %s)", server.ui_port, server.address)
     try:
         web_port = args.web_port if args.dev else None
-        asyncio.run(_serve(settings, policy, channels, links, not args.no_migrate, web_port))
+        asyncio.run(
+            _serve(settings, policy, channels, links, not args.no_migrate, web_port, masters)
+        )
     except KeyboardInterrupt:
         pass
     finally:
@@ -249,6 +273,7 @@ async def _serve(
     links: Links | None,
     migrate: bool,
     web_port: int | None,
+    masters: MasterKeys | None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -256,7 +281,15 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     records = Records.from_url()
     await run_worker(
-        settings, records, policy, channels, links, stop=stop, migrate=migrate, web_port=web_port
+        settings,
+        records,
+        policy,
+        channels,
+        links,
+        stop=stop,
+        migrate=migrate,
+        web_port=web_port,
+        masters=masters,
     )
 
 

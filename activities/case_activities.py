@@ -30,6 +30,7 @@ from activities.records import (
     approver_list,
 )
 from activities.render import Renderer
+from workflows import proofs
 from workflows.activity_models import (
     AssignRequest,
     AssignResult,
@@ -37,6 +38,7 @@ from workflows.activity_models import (
     CustomerContext,
     OpenCaseRequest,
     OutboundMessage,
+    ProofClaim,
     Transition,
 )
 from workflows.models import TimelineEntry
@@ -82,6 +84,15 @@ class CaseActivities:
     @activity.defn(name="read_clock")
     async def read_clock(self) -> None:
         """Nothing to do: the case wants this call's recorded completion time (case.py)."""
+
+    @activity.defn(name="check_proof")
+    async def check_proof(self, claim: ProofClaim) -> str:
+        """A Signal's proof, checked with this worker's secret: "" when it holds, else why not
+        (the answer is recorded, so the case replays the same whatever the secret is later)."""
+        reason = proofs.check(
+            claim.proof, claim.case_id, claim.message, claim.by, claim.request, _now()
+        )
+        return reason or ""
 
     @activity.defn(name="open_case")
     async def open_case(self, req: OpenCaseRequest) -> CustomerContext:

@@ -22,9 +22,11 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     event,
     make_url,
 )
@@ -176,6 +178,34 @@ class ReportRow(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class DataKeyRow(Base):
+    """A case's data key, wrapped by a master key; `wrapped` None: destroyed (erased)."""
+
+    __tablename__ = "data_keys"
+    __table_args__ = (UniqueConstraint("namespace", "subject", name="uq_data_keys_subject"),)
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(200))  # the case's workflow id
+    wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
+    master_id: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    destroyed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ErasureRow(Base):
+    """That an erasure happened: who, when, how many cases (never whose)."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    by: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(10))  # customer | case
+    cases: Mapped[int] = mapped_column(Integer)
+    keys_destroyed: Mapped[int] = mapped_column(Integer)
+
+
 def database_url(url: str | None = None) -> URL:
     """The URL a user typed (or $DATABASE_URL), with the asyncio driver filled in."""
     raw = url or os.environ.get("DATABASE_URL") or DEFAULT_SQLITE
@@ -216,6 +246,7 @@ def make_engine(url: str | None = None) -> AsyncEngine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA secure_delete=ON")  # erased rows do not linger in the file
             cur.close()
 
         @event.listens_for(engine.sync_engine, "begin")

@@ -44,6 +44,9 @@ class Proc:
                 self.popen.kill()
 
 
+BENCH_SECRET = "benchmark-secret-0123456789"
+
+
 def closing_policy() -> Path:
     """The bundled policy with cases closing at their resolution: the happy path ends at its
     report-up, not a reopen window (7 days) later. The window costs a case one timer and, at
@@ -63,6 +66,7 @@ def start_worker(
         "ESCALATION_TASK_QUEUE": task_queue,
         "DATABASE_URL": db_url,
         "LOG_LEVEL": "WARNING",
+        "ESCALATION_SECRET": BENCH_SECRET,  # checks the approvals' proofs
     }
     env["ESCALATION_POLICY"] = str(policy or closing_policy())
     popen = subprocess.Popen(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 
 from temporalio.worker import Worker
@@ -18,10 +19,12 @@ from activities.relay import Relay
 from bench.baseline import BaselineCase, noop
 from starter.config import Settings, connect, exit_now
 from worker import build_worker
+from workflows import proofs
 
 
 async def serve(kind: str, max_cached: int) -> None:
     settings = Settings()
+    proofs.configure(os.environ.get("ESCALATION_SECRET"))
     client = await connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -22,9 +22,9 @@ from bench.drivers import (
     retrying,
     run_all,
 )
-from bench.processes import start_worker
+from bench.processes import BENCH_SECRET, start_worker
 from bench.report import Report, percentile
-from starter.api import CaseClient
+from starter.api import CaseClient, with_proof
 from workflows.models import CaseStatus, MessageResult
 
 BENCH_POLICY = Path(__file__).with_name("policy.toml")
@@ -81,10 +81,9 @@ async def update_latency(
         st: CaseStatus = await desk.status(cid)
         assert st.pending_approval is not None
         approver = st.pending_approval.notified[0]
+        decision = with_proof({"by": approver, "note": "ok"}, BENCH_SECRET, "approve", st)
         t0 = time.perf_counter()
-        result: MessageResult | None = await desk.send(
-            cid, "approve", {"by": approver, "note": "ok"}
-        )
+        result: MessageResult | None = await desk.send(cid, "approve", decision)
         case_ms.append((time.perf_counter() - t0) * 1000)
         assert result is not None and result.accepted
     base_ms = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,7 +24,9 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.codec import converter_from_env
 from starter.config import Settings, connect
+from workflows import proofs
 from workflows import search_attributes as sa
 from workflows.messages import MESSAGES
 from workflows.models import (
@@ -110,6 +112,25 @@ def validate_message(name: str, payload: dict[str, Any]) -> Any:
         raise CaseError(f"invalid {name}: {describe_validation_error(err)}") from None
 
 
+def with_proof(
+    payload: dict[str, Any],
+    secret: str | None,
+    name: str,
+    case: CaseStatus,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The payload with the desk's signed proof (workflows/proofs.py) for the request the
+    case has now; as it is without a secret, or for a message that takes no proof."""
+    model = MESSAGES[name].model.model_fields
+    if not secret or "proof" not in model or payload.get("proof"):
+        return payload
+    pending = case.pending_approval
+    request = proofs.request_of(name, pending.requested_at if pending else None, case.tier)
+    by = str(payload.get("by", ""))
+    proof = proofs.sign(secret, case.case_id, name, by, request, now or datetime.now(UTC))
+    return {**payload, "proof": proof}
+
+
 def static_summary(case: CaseInput) -> str:
     vip = " · VIP" if case.customer.vip else ""
     return (
@@ -142,7 +163,7 @@ class CaseClient:
     @classmethod
     async def connect(cls, settings: Settings | None = None) -> CaseClient:
         s = settings or Settings()
-        return cls(await connect(s), s.task_queue)
+        return cls(await connect(s, converter_from_env()), s.task_queue)
 
     def handle(self, case_id: str) -> WorkflowHandle[Any, Any]:
         return self.client.get_workflow_handle(workflow_id_for(case_id))

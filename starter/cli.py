@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
@@ -17,11 +18,13 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from activities.erasure import StillOpen, cases_of, erase
+from activities.keys import MASTER, MasterKeys, erased_at, rotate
 from activities.migrate import current, head, upgrade
 from activities.records import Records
-from starter.api import CaseClient, CaseError, validate_case
+from starter.api import CaseClient, CaseError, validate_case, with_proof
 from starter.config import exit_now
 from starter.demo import run_demo
 from starter.reporting import build_report, case_history, case_messages, write_chart
@@ -33,8 +36,8 @@ from starter.views import (
     print_status,
 )
 from workflows.messages import MESSAGES, Message
-from workflows.models import SEVERITIES
-from workflows.wording import iso_z
+from workflows.models import SEVERITIES, workflow_id_for
+from workflows.wording import fmt_when, iso_z
 
 
 def message_flags(message: Message) -> list[tuple[str, dict[str, Any]]]:
@@ -125,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="the records' schema")
     db.add_argument("action", choices=["upgrade", "current"])
+
+    er = sub.add_parser(
+        "erase", help="forget a customer or a case: destroy its keys, scrub the records"
+    )
+    who = er.add_mutually_exclusive_group(required=True)
+    who.add_argument("--customer", help="every case of this customer id")
+    who.add_argument("--case", help="one case id")
+    er.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    ks = sub.add_parser("keys", help="the cases' data keys")
+    ks.add_argument("action", choices=["rotate"], help="re-wrap every key under the current master")
 
     d = sub.add_parser("demo", help="open a handful of realistic cases")
     d.add_argument("--prefix", help="case id prefix (default D-<timestamp>)")
@@ -234,8 +248,27 @@ async def open_case(args: argparse.Namespace) -> int:
     return 0
 
 
+async def erased(case_id: str) -> datetime | None:
+    """When the case's data was erased, if the records say so (None: not, or no records)."""
+    records = Records.from_url()
+    try:
+        return await erased_at(records, workflow_id_for(case_id))
+    except (OSError, SQLAlchemyError):
+        return None
+    finally:
+        await records.close()
+
+
 async def show_status(args: argparse.Namespace) -> int:
-    st = await (await CaseClient.connect()).status(args.case_id)
+    try:
+        st = await (await CaseClient.connect()).status(args.case_id)
+    except Exception:
+        when = await erased(args.case_id)
+        if when is None:
+            raise
+        print(f"case {args.case_id}: its data was erased at {fmt_when(when)}; the records keep")
+        print("its times, tiers, severity and outcome (escalate history, escalate report)")
+        return 0
     if args.json:
         print(st.model_dump_json(indent=2))
     else:
@@ -262,10 +295,19 @@ async def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def dev_secret() -> str | None:
+    """The secret `escalation-worker --dev` keeps under ./data/, when run beside it."""
+    path = Path("data") / "web-secret"
+    return path.read_text().strip() if path.exists() else None
+
+
 async def send_message(args: argparse.Namespace) -> int:
     message = MESSAGES[args.command.replace("-", "_")]
     desk = await CaseClient.connect()
     payload = message_payload(message, args)
+    secret = os.environ.get("ESCALATION_SECRET") or dev_secret()
+    if secret and "proof" in message.model.model_fields:  # sign what the case has now
+        payload = with_proof(payload, secret, message.name, await desk.status(args.case_id))
     result = await desk.send(args.case_id, message.name, payload, args.signal)
     if result is None:
         print(f"{message.name} signal sent to {args.case_id}")
@@ -348,6 +390,41 @@ async def messages(records: Records, args: argparse.Namespace) -> None:
     print(json.dumps(out, indent=2))
 
 
+async def erase_data(records: Records, args: argparse.Namespace) -> None:
+    scope = f"customer {args.customer}" if args.customer else f"case {args.case}"
+    rows = await cases_of(records, args.customer, args.case)
+    if not rows:
+        raise CaseError(f"{'customer' if args.customer else 'case'}: no cases of {scope}")
+    if not args.yes:
+        answer = await asyncio.to_thread(
+            input, f"Erase {len(rows)} case(s) of {scope}? This cannot be undone. [y/N] "
+        )
+        if answer.strip().lower() not in ("y", "yes"):
+            raise CaseError("erase: not confirmed; nothing was changed")
+    try:
+        done = await erase(records, args.customer, args.case)
+    except StillOpen as err:
+        raise CaseError(f"erase refused: {err}") from None
+    print(
+        f"erased {len(done.cases)} case(s) of {scope}: {', '.join(done.cases)}; "
+        f"{done.keys_destroyed} data key(s) destroyed"
+    )
+
+
+async def keys_command(records: Records, args: argparse.Namespace) -> None:
+    try:
+        masters = MasterKeys.from_env(Path("data"), create=False)
+    except ValueError as err:
+        raise CaseError(str(err)) from None
+    if masters is None:
+        raise CaseError(f"{MASTER}: no master key configured")
+    try:
+        done, kept = await rotate(records, masters)
+    except KeyError as err:
+        raise CaseError(f"keys rotate refused: {err.args[0]}; nothing was changed") from None
+    print(f"re-wrapped {done} data key(s) under the current master key ({kept} already were)")
+
+
 async def report(records: Records, args: argparse.Namespace) -> None:
     since = parse_since(args.since) if args.since else None
     rep = await build_report(records, since)
@@ -369,6 +446,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "messages": on_records(messages),
     "report": on_records(report),
     "db": on_records(schema),
+    "erase": on_records(erase_data),
+    "keys": on_records(keys_command),
     **{m.command: send_message for m in MESSAGES.values()},
 }
 

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,16 @@ class Settings:
     )
 
 
-async def connect(settings: Settings | None = None) -> Client:
+async def connect(
+    settings: Settings | None = None, converter: DataConverter | None = None
+) -> Client:
+    """A client with the desk's data converter (activities/codec.py: encrypted payloads
+    when a master key is configured)."""
     s = settings or Settings()
     return await Client.connect(
         s.address,
         namespace=s.namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=converter or pydantic_data_converter,
         api_key=s.api_key,
         tls=s.tls or bool(s.api_key),
     )

@@ -24,11 +24,14 @@ from sqlalchemy import Select, select
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.keys import erased_at
 from activities.records import AssignmentRow, CaseRow, MessageRow, Records
+from starter.api import with_proof
 from starter.signin import Page, SignIn, csrf_ok, csrf_token, forbidden_form, safe_next
 from workflows.messages import MESSAGES
 from workflows.models import CaseStatus, MessageResult, describe_validation_error, workflow_id_for
 from workflows.policy import Person, Policy
+from workflows.wording import fmt_when
 
 OPEN_STAGES = ("assign", "resolve")
 MY_STAGES = ("assign", "resolve", "resolved")
@@ -127,9 +130,11 @@ class Console:
         policy: Callable[[], Policy],
         signin: SignIn,
         page: Page,
+        secret: str,
     ) -> None:
         self.client, self.records, self.policy = client, records, policy
         self.signin, self.page = signin, page
+        self.secret = secret  # signs each decision's proof (workflows/proofs.py)
         self._routes(app)
 
     def render(self, request: Request, person: Person, name: str, **context: Any) -> HTMLResponse:
@@ -172,6 +177,16 @@ class Console:
         view = await self.case_view(me, case_id)
         if view is None:
             return self.not_found(request, me)
+        if "erased" in view:  # its key is destroyed: nothing of it can be read any more
+            return self.render(
+                request,
+                me,
+                "denied.html",
+                status_code=410,
+                title=f"Case {case_id}: data erased",
+                reason=f"This case's data was erased at {fmt_when(view['erased'])}.",
+                hint="The desk report still counts it; nothing personal remains.",
+            )
         return me, view
 
     async def case_view(self, person: Person, case_id: str) -> dict[str, Any] | None:
@@ -186,6 +201,11 @@ class Console:
             if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 return None
             raise
+        except Exception:
+            when = await erased_at(self.records, workflow_id_for(case_id))
+            if when is None:
+                raise
+            return {"erased": when}
         async with self.records.transaction() as s:
             worked = await s.scalar(
                 select(AssignmentRow.id)
@@ -335,7 +355,10 @@ class Console:
                     else f"action: unknown action {action!r}"
                 )
                 return self.refusal(request, me, view, problem)
-            result = await self.send(case_id, name, {"by": me.id, "via": "web", **payload})
+            signed = with_proof(
+                {"by": me.id, "via": "web", **payload}, self.secret, name, view["case"]
+            )
+            result = await self.send(case_id, name, signed)
             if isinstance(result, str):
                 view = await self.case_view(me, case_id) or view
                 return self.refusal(request, me, view, result)
@@ -352,9 +375,7 @@ class Console:
             if me is None:
                 return signin.to_signin(request)
             ids = [str(v) for v in form.getlist("case_id")][:500]
-            results = await asyncio.gather(
-                *(self.send(cid, "acknowledge", {"by": me.id, "via": "web"}) for cid in ids)
-            )
+            results = await asyncio.gather(*(self.acknowledge(cid, me) for cid in ids))
             done = [cid for cid, r in zip(ids, results, strict=True) if not isinstance(r, str)]
             refused = [
                 f"{cid}: {r}" for cid, r in zip(ids, results, strict=True) if isinstance(r, str)
@@ -364,6 +385,14 @@ class Console:
                 flash += " Not acknowledged: " + "; ".join(refused)
             request.session["flash"] = flash.strip() or "Nothing selected."
             return RedirectResponse("/", status_code=303)
+
+    async def acknowledge(self, case_id: str, me: Person) -> MessageResult | str:
+        payload: dict[str, Any] = {"by": me.id, "via": "web"}
+        if "acknowledge" in self.policy().proof_required:  # a proof needs the case's tier
+            handle = self.client.get_workflow_handle(workflow_id_for(case_id))
+            case = await handle.query("status", result_type=CaseStatus)
+            payload = with_proof(payload, self.secret, "acknowledge", case)
+        return await self.send(case_id, "acknowledge", payload)
 
     async def send(self, case_id: str, name: str, payload: dict[str, Any]) -> MessageResult | str:
         """The Update's answer, or the case's refusal word for word."""

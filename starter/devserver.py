@@ -72,8 +72,10 @@ class DevServer:
         port: int | None = None,
         ui_port: int | None = None,
         log: Path | None = None,
+        codec_endpoint: str | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.codec_endpoint = codec_endpoint  # the UI decodes payloads there
         self._pick_ports = port is None
         self.port, self.ui_port = (port, ui_port or port + 1000) if port else spare_ports()
         self.log = log
@@ -103,6 +105,7 @@ class DevServer:
             "--log-level",
             "error",
             *sa.dev_server_flags(),
+            *(["--ui-codec-endpoint", self.codec_endpoint] if self.codec_endpoint else []),
         ]
 
     def __enter__(self) -> DevServer:

@@ -35,9 +35,13 @@ from sqlalchemy import select
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from activities.codec import data_converter
+from activities.keys import KeyStore, MasterKeys
 from activities.links import ApprovalClaim, InvalidToken, Links, VerdictClaim
 from activities.policy_file import PolicySource
 from activities.records import MessageRow, Records
+from starter.api import with_proof
+from starter.codec_server import CodecServer
 from starter.config import Settings, connect
 from starter.console import Console
 from starter.signin import (
@@ -135,9 +139,11 @@ def create_app(
     oidc: OidcConfig | None = None,
     host: str = "127.0.0.1",
     session_seconds: int | None = None,
+    keys: KeyStore | None = None,
 ) -> FastAPI:
     """The app; the console is there with a provider (`oidc`), or in `dev` on a loopback
-    `host` ("sign in as"), and with the records to list cases from."""
+    `host` ("sign in as"), and with the records to list cases from; the codec server with
+    the cases' `keys`."""
     app = FastAPI(title="Escalation desk", docs_url=None, redoc_url=None, openapi_url=None)
     policy = policy or PolicySource()
     signin = SignIn(
@@ -150,8 +156,10 @@ def create_app(
         dev and is_loopback(host),
         **({"session_seconds": session_seconds} if session_seconds else {}),
     )
+    if keys is not None:
+        CodecServer(app, keys, signin, oidc, dev and is_loopback(host))
     if signin.enabled and records is not None:
-        Console(app, client, records, policy, signin, page)
+        Console(app, client, records, policy, signin, page, links.secret)
     else:
         log.warning("desk console off: %s", missing_console_config())
 
@@ -225,8 +233,9 @@ def create_app(
             return show(claim, sit, error="decision: choose approve or reject")
         if decision == "reject" and not reason.strip():
             return show(claim, sit, error="reason: a rejection needs a reason")
-        payload = {"by": claim.approver, "via": "web"}
+        payload: dict[str, Any] = {"by": claim.approver, "via": "web"}
         payload.update({"note": note.strip()} if decision == "approve" else {"reason": reason})
+        payload = with_proof(payload, links.secret, decision, sit.case)
         handle = client.get_workflow_handle(workflow_id_for(claim.case_id))
         try:
             await handle.execute_update(decision, payload)
@@ -378,8 +387,9 @@ async def serve(
     policy: Callable[[], Policy] | None = None,
     oidc: OidcConfig | None = None,
     session_seconds: int | None = None,
+    keys: KeyStore | None = None,
 ) -> None:
-    app = create_app(client, links, records, policy, dev, oidc, host, session_seconds)
+    app = create_app(client, links, records, policy, dev, oidc, host, session_seconds, keys)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
     await _Server(config).serve()
 
@@ -399,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         links = Links.from_env(Path(args.data_dir) if args.dev else None)
         oidc = OidcConfig.from_env()
+        masters = MasterKeys.from_env(Path(args.data_dir) if args.dev else None)
     except ValueError as err:
         raise SystemExit(f"configuration error: {err}") from None
     if links is None:
@@ -410,11 +421,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"escalation-web: {missing_console_config()}; serving the links only", flush=True)
 
     async def run() -> None:
-        client = await connect(Settings())
         records = Records.from_url()
+        keys = KeyStore(records, masters) if masters else None
+        client = await connect(Settings(), data_converter(keys))
         log.info("escalation-web on http://%s:%d", args.host, args.port)
+        app = create_app(client, links, records, dev=args.dev, oidc=oidc, host=args.host, keys=keys)
         config = uvicorn.Config(
-            create_app(client, links, records, dev=args.dev, oidc=oidc, host=args.host),
+            app,
             host=args.host,
             port=args.port,
             log_level="info",

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +42,18 @@ from activities.policy_file import BUNDLED_POLICY, load_policy
 from activities.records import Base, Records
 from activities.relay import Relay
 from activities.render import Renderer
-from starter.api import CaseClient, CaseError
+from starter.api import CaseClient, CaseError, with_proof
 from starter.devserver import DevServer
 from worker import build_worker, tell_case
+from workflows import proofs
 from workflows import search_attributes as sa
 from workflows.models import CaseStatus
 from workflows.policy import Policy
 
 BIN = Path(sys.executable).parent
+TEST_SECRET = "web-test-secret-0123456789"  # the tests' ESCALATION_SECRET: links and proofs
+PROVEN = set(load_policy().proof_required)  # what the bundled policy wants proven
+proofs.configure(TEST_SECRET)
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -129,6 +133,7 @@ def start_worker_process(
         "TEMPORAL_ADDRESS": address,
         "ESCALATION_TASK_QUEUE": task_queue,
         "DATABASE_URL": db_url,
+        "ESCALATION_SECRET": TEST_SECRET,
     }
     if policy is None:  # the bundled one, closing at the resolution (see `policy`)
         policy = log.with_name(f"{log.stem}-policy.toml")
@@ -194,7 +199,28 @@ async def records(tmp_path: Path) -> AsyncIterator[Records]:
         yield records
 
 
-class TrackingCaseClient(CaseClient):
+class SigningCaseClient(CaseClient):
+    """Signs the decisions the policy wants proven, as the desk's web app and CLI do, with
+    the tests' secret (which the test workers check with), at the server's time (the
+    time-skipping server's clock runs ahead of the real one)."""
+
+    clock: Callable[[], Awaitable[datetime]] | None = None
+
+    async def send(
+        self,
+        case_id: str,
+        name: str,
+        payload: dict[str, Any],
+        as_signal: bool = False,
+        update_id: str | None = None,
+    ) -> Any:
+        if name in PROVEN and "proof" not in payload:
+            now = await self.clock() if self.clock else None
+            payload = with_proof(payload, TEST_SECRET, name, await self.status(case_id), now)
+        return await super().send(case_id, name, payload, as_signal, update_id)
+
+
+class TrackingCaseClient(SigningCaseClient):
     """Remembers what it opened, so a test can end its cases (open cases with pending timers
     would hold the time-skipping server's clock for the next test)."""
 
@@ -236,6 +262,7 @@ class Desk:
         )
         self.api = TrackingCaseClient(env.client, self.task_queue)
         self.api.opened = []
+        self.api.clock = env.get_current_time
         self.policy = policy
 
     @property

@@ -24,7 +24,7 @@ from starter.web import serve
 from workflows.models import CaseStatus
 from workflows.policy import Policy
 
-from .conftest import Desk, until
+from .conftest import TEST_SECRET, Desk, until
 from .oidc_provider import oidc_provider
 from .receivers import Mailbox, free_port
 from .test_web import SHOTS, browser, history_length, web_desk
@@ -330,7 +330,7 @@ async def test_without_a_provider_the_console_says_what_is_missing(
     dev_env: WorkflowEnvironment, records: Records, policy: Policy
 ) -> None:
     port = free_port()
-    links = Links("web-test-secret-0123456789", f"http://127.0.0.1:{port}")
+    links = Links(TEST_SECRET, f"http://127.0.0.1:{port}")
     web = asyncio.create_task(
         serve(dev_env.client, links, "127.0.0.1", port, records, dev=False, policy=lambda: policy)
     )

@@ -27,6 +27,7 @@ from starter.devserver import DevServer, DevServerError
 from tests.conftest import (
     BIN,
     Desk,
+    SigningCaseClient,
     record_store,
     run_escalate,
     sample_case,
@@ -135,7 +136,7 @@ async def test_worker_killed_mid_case_finishes_without_duplicates(
 ) -> None:
     task_queue = f"kill-{uuid.uuid4().hex[:6]}"
     db_url = sqlite_url(tmp_path)
-    api = CaseClient(dev_env.client, task_queue)
+    api = SigningCaseClient(dev_env.client, task_queue)
     cid = f"K-{uuid.uuid4().hex[:8]}"
     data = sample_case(cid)
     log = tmp_path / "worker.log"

@@ -35,6 +35,7 @@ from starter.devserver import DevServer
 from tests.conftest import (
     POSTGRES_URL,
     Desk,
+    SigningCaseClient,
     closing_at_resolution,
     postgres_available,
     record_store,
@@ -142,7 +143,7 @@ async def test_database_outage_mid_case(dev_env: Any, tmp_path: Path) -> None:
         pass  # empty tables for this test
     address = dev_env.client.service_client.config.target_host
     task_queue = f"dbfault-{uuid.uuid4().hex[:6]}"
-    api = CaseClient(dev_env.client, task_queue)
+    api = SigningCaseClient(dev_env.client, task_queue)
     cid = f"DB-{uuid.uuid4().hex[:6]}"
     worker = start_worker_process(
         address, task_queue, db_url, tmp_path / "w.log", fast_policy(tmp_path)
@@ -184,7 +185,7 @@ async def test_server_restart_with_a_deadline_passing_while_down(tmp_path: Path)
     try:
         client = await Client.connect(address, data_converter=pydantic_data_converter)
         task_queue = f"restart-{uuid.uuid4().hex[:6]}"
-        api = CaseClient(client, task_queue)
+        api = SigningCaseClient(client, task_queue)
         worker = start_worker_process(
             address, task_queue, db_url, tmp_path / "w.log", fast_policy(tmp_path)
         )

@@ -22,7 +22,7 @@ from starter.signin import OidcConfig
 from starter.web import serve
 from workflows.policy import Policy
 
-from .conftest import Desk, until
+from .conftest import TEST_SECRET, Desk, until
 from .receivers import Mailbox, free_port, smtp_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -64,7 +64,7 @@ async def web_desk(
     (signing in through `oidc`, else the development "sign in as")."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    links = Links("web-test-secret-0123456789", f"http://127.0.0.1:{port}")
+    links = Links(TEST_SECRET, f"http://127.0.0.1:{port}")
     box = Mailbox()
     with smtp_server(box) as smtp:
         sender = MailSender(SmtpConfig.parse(f"smtp://127.0.0.1:{smtp.port}", "desk@desk.example"))

@@ -117,3 +117,13 @@ class AssignRequest(BaseModel):
 class AssignResult(BaseModel):
     assignee: str
     entry: TimelineEntry
+
+
+class ProofClaim(BaseModel):
+    """A Signal's proof and what it must sign (checked by the `check_proof` local activity)."""
+
+    proof: str | None
+    case_id: str
+    message: str
+    by: str
+    request: str

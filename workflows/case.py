@@ -17,13 +17,14 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from workflows import carry, decisions, evolve, offers, projections, rules
+    from workflows import carry, decisions, evolve, offers, projections, proofs, rules
     from workflows import search_attributes as sa
     from workflows.activity_models import (
         AssignRequest,
         AssignResult,
         CustomerContext,
         OpenCaseRequest,
+        ProofClaim,
         Transition,
     )
     from workflows.events import Assigned, AssignmentStarted, Event
@@ -49,6 +50,7 @@ NO_LATE_WARNING = "no-late-warning"  # no warning once its deadline has passed a
 RENOTIFY = "renotify"  # an unacknowledged assignee is paged again (policy renotify_every)
 RESOLVED_STAGE = "resolved-stage"  # resolved cases stay open for the reopen window
 CONTINUE_AS_NEW = "continue-as-new"  # a long case carries its state into a new run
+SIGNAL_PROOF = "signal-proof"  # a Signal's proof is checked (a local activity) before it acts
 
 MAX_HISTORY_EVENTS = 2_000  # well below the server's limits (50k events, 50 MB)
 
@@ -79,6 +81,7 @@ class EscalationCase:
         self._recording = False
         self._recorder_stop = False
         self._reads_clock = False
+        self._proving = 0  # Signals whose proof is being checked
 
     @property
     def _case(self) -> CaseState:
@@ -119,7 +122,9 @@ class EscalationCase:
             self._enter_stage("resolved")  # open for the customer's verdict and a reopen
         self._enter_stage("closed")
         self._settled = self._mutations
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await workflow.wait_condition(
+            lambda: workflow.all_handlers_finished() and not self._proving
+        )
         return report
 
     async def _open_and_identify(self, case: CaseInput, now: datetime) -> None:
@@ -395,6 +400,47 @@ class EscalationCase:
             accepted=True, message=text, stage=s.stage, tier=s.tier, assignee=s.assignee
         )
 
+    def _proof_claim(self, name: str, msg: Strict) -> ProofClaim | None:
+        """What the message's proof must sign, when the case's policy requires one."""
+        s = self._state
+        if s is None or name not in s.policy.proof_required:
+            return None
+        requested_at = s.pending.requested_at if s.pending else None
+        return ProofClaim(
+            proof=getattr(msg, "proof", None),
+            case_id=s.case.case_id,
+            message=name,
+            by=getattr(msg, "by", ""),
+            request=proofs.request_of(name, requested_at, s.tier),
+        )
+
+    def _check_proof(self, name: str, msg: Strict) -> None:
+        """Validators only (they do not run on replay, so the secret may change later)."""
+        claim = self._proof_claim(name, msg)
+        if claim is not None:
+            c = claim
+            reason = proofs.check(c.proof, c.case_id, c.message, c.by, c.request, workflow.now())
+            if reason:
+                raise Rejected(reason)
+
+    async def _proven_signal(self, name: str, msg: Strict, claim: ProofClaim) -> None:
+        """A Signal that needs a proof acts once a local activity (its answer recorded, so
+        replay does not depend on the secret) has found the proof good."""
+        try:
+            reason: str = await workflow.execute_local_activity(
+                "check_proof",
+                claim,
+                result_type=str,
+                start_to_close_timeout=timedelta(seconds=10),
+                summary=f"Check the proof of {name} by {claim.by}",
+            )
+            if reason:
+                self._ignore(name, reason)
+            else:
+                self._signal_decided(name, msg)
+        finally:
+            self._proving -= 1
+
     def _on_signal(self, name: str, payload: Any) -> None:
         """Fire-and-forget: an invalid signal is noted in the timeline and otherwise ignored."""
         try:
@@ -402,6 +448,14 @@ class EscalationCase:
         except ValidationError as err:
             self._ignore(name, describe_validation_error(err))
             return
+        claim = self._proof_claim(name, msg)
+        if claim is not None and workflow.patched(SIGNAL_PROOF):
+            self._proving += 1
+            asyncio.create_task(self._proven_signal(name, msg, claim))
+            return
+        self._signal_decided(name, msg)
+
+    def _signal_decided(self, name: str, msg: Strict) -> None:
         decision = decisions.decide(self._state, name, msg, workflow.now())
         if isinstance(decision, decisions.Refused):
             if self._state is None or self._state.stage != "closed":
@@ -456,7 +510,9 @@ def _message_handlers(name: str) -> tuple[Any, Any]:
 
     def validate(self: EscalationCase, payload: Any = None) -> None:
         """The handler's own decision, result dropped: a refusal leaves no trace in history."""
-        self._decide(name, self._parse(name, payload))
+        msg = self._parse(name, payload)
+        self._check_proof(name, msg)
+        self._decide(name, msg)
 
     def on_signal(self: EscalationCase, payload: Any = None) -> None:
         self._on_signal(name, payload)

@@ -102,11 +102,17 @@ def describe_validation_error(err: ValidationError) -> str:
 Via = Literal["web", "cli", "api", "update", "signal"]
 VIA_HELP = "which way the message came (the audit trail names it)"
 ViaField = Annotated[Via | None, Field(description=VIA_HELP)]
+# A signature by the desk's web app or CLI (workflows/proofs.py); required for the messages
+# the case's policy lists in `proof_required`.
+ProofField = Annotated[
+    str | None, Field(max_length=1000, description="the desk's signed proof of this decision")
+]
 
 
 class Acknowledge(Strict):
     by: PersonRef
     via: ViaField = None
+    proof: ProofField = None
 
 
 class Resolve(Strict):
@@ -116,6 +122,7 @@ class Resolve(Strict):
         str | None, Field(description="why it happened, from the policy's root_causes")
     ] = None
     via: ViaField = None
+    proof: ProofField = None
 
 
 class Escalate(Strict):
@@ -125,30 +132,35 @@ class Escalate(Strict):
         str | None, Field(description="transfer to this department instead of going up a tier")
     ] = None
     via: ViaField = None
+    proof: ProofField = None
 
 
 class RequestApproval(Strict):
     by: PersonRef
     action: Action
     via: ViaField = None
+    proof: ProofField = None
 
 
 class Approve(Strict):
     by: PersonRef
     note: str = ""
     via: ViaField = None
+    proof: ProofField = None
 
 
 class Reject(Strict):
     by: PersonRef
     reason: NonEmpty
     via: ViaField = None
+    proof: ProofField = None
 
 
 class WaitForCustomer(Strict):
     by: PersonRef
     question: NonEmpty
     via: ViaField = None
+    proof: ProofField = None
 
 
 class CustomerReplied(Strict):
@@ -168,12 +180,14 @@ class Reopen(Strict):
     by: PersonRef  # "customer", or the assignee who resolved it
     reason: NonEmpty
     via: ViaField = None
+    proof: ProofField = None
 
 
 class Deescalate(Strict):
     by: PersonRef
     reason: NonEmpty
     via: ViaField = None
+    proof: ProofField = None
 
 
 # --- state the workflow exposes -------------------------------------------------------------

@@ -157,6 +157,9 @@ class Policy(_Model):
         "third_party",
     ]
     root_cause_required: list[Severity] = []  # a resolve without one is refused
+    # Messages that must carry the desk's signed proof (workflows/proofs.py). Absent (as in
+    # policies pinned by older cases): none.
+    proof_required: list[str] = []
     severity_raise: SeverityRaise = SeverityRaise()
     tiers: list[TierPolicy]
     default_route: Route
@@ -200,6 +203,11 @@ class Policy(_Model):
             for level in levels[:-1]:
                 if not any(p.tier == level for p in dept.people):
                     raise ValueError(f"departments.{dkey}.people: nobody at tier {level}")
+        from workflows.messages import MESSAGES
+
+        for i, name in enumerate(self.proof_required):
+            if name not in MESSAGES or "by" not in MESSAGES[name].model.model_fields:
+                raise ValueError(f"proof_required[{i}]: {name!r} is not a person's message")
         for cat, route in [("default_route", self.default_route), *self.routing.items()]:
             where = cat if cat == "default_route" else f"routing.{cat}"
             if route.department not in self.departments:

@@ -1,0 +1,212 @@
+"""One data key per case, kept wrapped by a master key in the records; destroying it makes
+every copy of the case's history unreadable (crypto-shredding).
+
+`ESCALATION_MASTER_KEY` is 32 bytes, base64; `ESCALATION_OLD_MASTER_KEYS` (comma-separated)
+unwrap only, until `escalate keys rotate` re-wraps everything under the current one. Data
+keys are random AES-256 keys, cached unwrapped in memory by the process that uses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from activities.records import DataKeyRow, Records
+
+MASTER, OLD_MASTERS = "ESCALATION_MASTER_KEY", "ESCALATION_OLD_MASTER_KEYS"
+
+
+def _master(text: str, name: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{name}: not base64") from None
+    if len(key) != 32:
+        raise ValueError(f"{name}: a master key is 32 bytes (base64 of 32 random bytes)")
+    return key
+
+
+def master_id(key: bytes) -> str:
+    """A name for a master key that does not reveal it."""
+    return hashlib.sha256(b"escalation-desk/master:" + key).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class MasterKeys:
+    current: bytes
+    old: tuple[bytes, ...] = ()
+
+    @classmethod
+    def from_env(cls, dev_folder: Path | None = None, create: bool = True) -> MasterKeys | None:
+        """$ESCALATION_MASTER_KEY (and old ones); in --dev a key kept under ./data/ (made on
+        first start; `create` False: only read). None: payloads are not encrypted."""
+        text = os.environ.get(MASTER, "").strip()
+        if not text and dev_folder is not None:
+            path = dev_folder / "master-key"
+            if not path.exists() and not create:
+                return None
+            if not path.exists():
+                dev_folder.mkdir(parents=True, exist_ok=True)
+                path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+                path.chmod(0o600)
+            text = path.read_text().strip()
+        if not text:
+            return None
+        olds = [t for t in os.environ.get(OLD_MASTERS, "").replace(",", " ").split() if t]
+        return cls(
+            _master(text, MASTER),
+            tuple(_master(t, f"{OLD_MASTERS}[{i}]") for i, t in enumerate(olds)),
+        )
+
+    def wrap(self, key_id: str, data_key: bytes) -> tuple[bytes, str]:
+        nonce = secrets.token_bytes(12)
+        sealed = AESGCM(self.current).encrypt(nonce, data_key, key_id.encode())
+        return nonce + sealed, master_id(self.current)
+
+    def unwrap(self, key_id: str, wrapped: bytes) -> bytes:
+        """With the current key or any old one; KeyError when none of them opens it."""
+        for master in (self.current, *self.old):
+            try:
+                return AESGCM(master).decrypt(wrapped[:12], wrapped[12:], key_id.encode())
+            except InvalidTag:
+                continue
+        raise KeyError(f"data key {key_id}: no master key configured can unwrap it")
+
+
+@dataclass(frozen=True)
+class DataKey:
+    key_id: str
+    aead: AESGCM
+    aad: bytes  # the namespace and workflow id the key belongs to
+
+
+class KeyStore:
+    """Data keys by case (workflow id) and by id, wrapped in the records, cached here."""
+
+    def __init__(self, records: Records, masters: MasterKeys) -> None:
+        self.records, self.masters = records, masters
+        self._by_id: dict[str, DataKey | None] = {}
+        self._by_subject: dict[tuple[str, str], DataKey | None] = {}
+        self._lock = asyncio.Lock()
+
+    @staticmethod
+    def _key(row_id: str, namespace: str, subject: str, raw: bytes) -> DataKey:
+        return DataKey(row_id, AESGCM(raw), f"{namespace}/{subject}".encode())
+
+    async def for_case(self, namespace: str, workflow_id: str) -> DataKey | None:
+        """The case's key, made on first use (one per case, whichever process asks first);
+        None once it was destroyed (the case was erased)."""
+        if (namespace, workflow_id) in self._by_subject:
+            return self._by_subject[(namespace, workflow_id)]
+        async with self._lock:
+            if (namespace, workflow_id) not in self._by_subject:
+                found = await self._load_or_make(namespace, workflow_id)
+                self._by_subject[(namespace, workflow_id)] = found
+                if found is not None:
+                    self._by_id[found.key_id] = found
+        return self._by_subject[(namespace, workflow_id)]
+
+    async def _load_or_make(self, namespace: str, subject: str) -> DataKey | None:
+        key_id = secrets.token_hex(16)
+        raw = AESGCM.generate_key(bit_length=256)
+        wrapped, mid = self.masters.wrap(key_id, raw)
+        async with self.records.transaction() as s:
+            insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+            await s.execute(
+                insert(DataKeyRow)
+                .values(
+                    key_id=key_id,
+                    namespace=namespace,
+                    subject=subject,
+                    wrapped=wrapped,
+                    master_id=mid,
+                    created_at=datetime.now(UTC),
+                )
+                .on_conflict_do_nothing(index_elements=["namespace", "subject"])
+            )
+            row = await s.scalar(
+                select(DataKeyRow).where(
+                    DataKeyRow.namespace == namespace, DataKeyRow.subject == subject
+                )
+            )
+        assert row is not None
+        if row.wrapped is None:
+            return None  # erased
+        return self._key(
+            row.key_id, namespace, subject, self.masters.unwrap(row.key_id, row.wrapped)
+        )
+
+    async def by_id(self, key_id: str) -> DataKey | None:
+        """The key, or None when it was destroyed (erased) or never existed here."""
+        if key_id in self._by_id:
+            return self._by_id[key_id]
+        async with self.records.transaction() as s:
+            row = await s.get(DataKeyRow, key_id)
+        found = None
+        if row is not None and row.wrapped is not None:
+            raw = self.masters.unwrap(row.key_id, row.wrapped)
+            found = self._key(row.key_id, row.namespace, row.subject, raw)
+        if found is not None or row is not None:  # a destroyed key stays destroyed
+            self._by_id[key_id] = found
+        return found
+
+    def forget(self, subjects: list[str]) -> None:
+        """Drop erased cases' keys from this process's cache."""
+        for (ns, subject), key in list(self._by_subject.items()):
+            if subject in subjects:
+                self._by_subject[(ns, subject)] = None
+                if key is not None:
+                    self._by_id[key.key_id] = None
+
+
+async def destroy(records: Records, subjects: list[str]) -> int:
+    """Erase the data keys of these cases (workflow ids): their histories stay encrypted for
+    good. Returns how many keys were destroyed."""
+    async with records.transaction() as s:
+        result = await s.execute(
+            update(DataKeyRow)
+            .where(DataKeyRow.subject.in_(subjects), DataKeyRow.wrapped.is_not(None))
+            .values(wrapped=None, master_id=None, destroyed_at=datetime.now(UTC))
+        )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def rotate(records: Records, masters: MasterKeys) -> tuple[int, int]:
+    """Re-wrap every live data key under the current master key: (re-wrapped, already
+    current). KeyError names a key no configured master key opens (nothing is changed)."""
+    current = master_id(masters.current)
+    async with records.transaction() as s:
+        rows = (await s.scalars(select(DataKeyRow).where(DataKeyRow.wrapped.is_not(None)))).all()
+        done = kept = 0
+        for row in rows:
+            if row.master_id == current:
+                kept += 1
+                continue
+            assert row.wrapped is not None
+            raw = masters.unwrap(row.key_id, row.wrapped)
+            row.wrapped, row.master_id = masters.wrap(row.key_id, raw)
+            done += 1
+    return done, kept
+
+
+async def erased_at(records: Records, workflow_id: str) -> datetime | None:
+    """When this case's data was erased (its key destroyed), or None."""
+    async with records.transaction() as s:
+        return await s.scalar(
+            select(DataKeyRow.destroyed_at).where(
+                DataKeyRow.subject == workflow_id, DataKeyRow.wrapped.is_(None)
+            )
+        )
