@@ -77,6 +77,9 @@ async def full_path(env: WorkflowEnvironment, desk: Desk, cid: str, who: str | N
     await desk.api.send(cid, "acknowledge", {"by": who})
     action = {"kind": "refund", "amount": 250, "currency": "USD"}
     await desk.api.send(cid, "request_approval", {"by": who, "action": action})
+    unproven = {"by": "sup-lee", "note": "typed into a Temporal client"}
+    await desk.api.handle(cid).signal("approve", unproven)  # noted and ignored: no proof
+    await env.sleep(timedelta(seconds=5))
     await desk.api.send(cid, "approve", {"by": "sup-lee", "note": "duplicate charge"})
     await desk.api.send(cid, "wait_for_customer", {"by": who, "question": "Which card?"})
     await env.sleep(timedelta(hours=3))

@@ -19,6 +19,7 @@ from workflows.case import (
     CONTINUE_AS_NEW,
     RENOTIFY,
     RESOLVED_STAGE,
+    SIGNAL_PROOF,
     TIMER_CLOCK,
     EscalationCase,
 )
@@ -69,6 +70,8 @@ def test_histories_cover_code_before_and_after_each_patch() -> None:
     assert any(RESOLVED_STAGE in p for p in seen), "no history keeps a resolved case open"
     assert any(RESOLVED_STAGE not in p for p in seen), "no history closes at the resolution"
     assert any(CONTINUE_AS_NEW in p for p in seen), "no history continues as new"
+    assert any(SIGNAL_PROOF in p for p in seen), "no history checks a Signal's proof"
+    assert any(SIGNAL_PROOF not in p for p in seen), "no history from before proofs"
 
 
 STALE_CLOCK = Path(__file__).parent / "histories" / "case-SR-142428.json"
