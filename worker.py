@@ -227,8 +227,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"policy error: {err}") from None
     settings = Settings()
     server: DevServer | None = None
-    if args.dev:  # the links in messages point at this web app
+    if args.dev:  # the links in messages point at this web app; its codec serves this UI
         os.environ.setdefault("ESCALATION_WEB_URL", f"http://127.0.0.1:{args.web_port}")
+        ui = f"http://localhost:{args.ui_port} http://127.0.0.1:{args.ui_port}"
+        os.environ.setdefault("ESCALATION_UI_ORIGIN", ui)
     try:
         channels = Channels.from_env()
         links = Links.from_env(Path(args.data_dir) if args.dev else None)

@@ -17,21 +17,27 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from playwright.async_api import async_playwright
 from sqlalchemy import func, select
 from temporalio.api.common.v1 import Payload
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.codec import CaseCodec, data_converter, is_encrypted
 from activities.keys import KeyStore, MasterKeys, rotate
 from activities.links import Links
 from activities.records import CaseRow, DataKeyRow, ErasureRow, Records
+from starter.devserver import DevServer
 from starter.reporting import build_report
-from starter.web import serve
+from starter.web import create_app, serve
 from workflows.policy import Policy
 
 from .conftest import BIN, TEST_SECRET, Desk, record_store, run_escalate, until
 from .receivers import free_port
+from .test_web import CHROMIUM, SHOTS
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.devserver]
 
@@ -336,3 +342,64 @@ async def test_the_codec_server_refuses_strangers_and_answers_the_ui_preflight(
     finally:
         web.cancel()
         await asyncio.gather(web, return_exceptions=True)
+
+
+async def test_the_temporal_ui_shows_a_case_only_through_the_codec_server(
+    policy: Policy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dev server's UI with its codec endpoint on the desk's web app: while the web app
+    refuses (no session, not --dev) the UI shows the case's input encrypted; once it may
+    decode (--dev on loopback), the same page shows it in clear."""
+    port = free_port()
+    server = DevServer(
+        tmp_path / "server",
+        log=tmp_path / "server.log",
+        codec_endpoint=f"http://127.0.0.1:{port}/codec",
+    )
+    ui = f"http://127.0.0.1:{server.ui_port}"
+    monkeypatch.setenv("ESCALATION_UI_ORIGIN", f"{ui} http://localhost:{server.ui_port}")
+    await asyncio.to_thread(server.start)
+    try:
+        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        env = WorkflowEnvironment.from_client(client)
+        url = f"sqlite:///{tmp_path / 'records.db'}"
+        async with record_store(url) as records:
+            keys = KeyStore(records, MasterKeys(secrets.token_bytes(32)))
+            sealed = await Client.connect(server.address, data_converter=data_converter(keys))
+            desk = Desk(WorkflowEnvironment.from_client(sealed), records, policy)
+            links = Links(TEST_SECRET, f"http://127.0.0.1:{port}")
+            async with desk.worker(), async_playwright() as pw:
+                cid, _ = await desk.open_assigned(customer=CUSTOMER, subject=SUBJECT)
+                browser = await pw.chromium.launch(executable_path=CHROMIUM)
+                page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+                shown = {}
+                for dev, name in ((False, "ui-without-codec"), (True, "ui-with-codec")):
+                    app = create_app(sealed, links, records, lambda: policy, dev, keys=keys)
+                    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off")
+                    web_server = uvicorn.Server(config)
+                    web = asyncio.create_task(web_server.serve())
+                    try:
+                        await until(lambda: _up(links.base_url), "the web app", within=15)
+                        await page.goto(f"{ui}/namespaces/default/workflows/case-{cid}")
+                        await page.wait_for_selector("text=Workflow Type", timeout=30_000)
+                        await page.wait_for_timeout(4000)  # the input, through the codec
+                        await page.screenshot(path=str(SHOTS / f"{name}.png"))
+                        shown[dev] = await page.inner_text("body")
+                    finally:  # a clean stop, so the next app can listen on the same port
+                        web_server.should_exit = True
+                        await asyncio.wait_for(web, 15)
+                await browser.close()
+        assert CUSTOMER["name"] not in shown[False] and SUBJECT not in shown[False]
+        assert "Codec Server could not connect" in shown[False]  # and the input as ciphertext
+        assert CUSTOMER["name"] in shown[True] and SUBJECT in shown[True]
+        await env.client.workflow_service.get_system_info(GetSystemInfoRequest())
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def _up(base: str) -> bool:
+    async with httpx.AsyncClient() as http:
+        try:
+            return (await http.get(f"{base}/healthz")).status_code == 200
+        except httpx.HTTPError:
+            return False
