@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -45,6 +46,7 @@ class Proc:
 
 
 BENCH_SECRET = "benchmark-secret-0123456789"
+BENCH_MASTER = bytes(range(32))  # the benchmark's master key (its cases are throwaway)
 
 
 def closing_policy() -> Path:
@@ -58,8 +60,14 @@ def closing_policy() -> Path:
 
 
 def start_worker(
-    kind: str, address: str, task_queue: str, db_url: str, policy: Path | None = None
+    kind: str,
+    address: str,
+    task_queue: str,
+    db_url: str,
+    policy: Path | None = None,
+    encrypt: bool = True,
 ) -> Proc:
+    """A worker process; a case worker encrypts its cases' payloads unless `encrypt` is off."""
     env = {
         **os.environ,
         "TEMPORAL_ADDRESS": address,
@@ -69,6 +77,9 @@ def start_worker(
         "ESCALATION_SECRET": BENCH_SECRET,  # checks the approvals' proofs
     }
     env["ESCALATION_POLICY"] = str(policy or closing_policy())
+    env.pop("ESCALATION_MASTER_KEY", None)
+    if encrypt and kind == "case":
+        env["ESCALATION_MASTER_KEY"] = base64.b64encode(BENCH_MASTER).decode()
     popen = subprocess.Popen(
         [sys.executable, "-m", "bench.worker", "--kind", kind],
         env=env,

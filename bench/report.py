@@ -96,6 +96,15 @@ def markdown(report: Report) -> str:
         rows.append(
             (f"workflows/s, N={t['n']} started together", t["cases_per_s"], t["baseline_per_s"])
         )
+    for key in (k for k in r if k.startswith("throughput_plain_n")):
+        t = r[key]
+        rows.append(
+            (
+                f"workflows/s, N={t['n']}, cases **not encrypted**",
+                t["cases_per_s"],
+                t["baseline_per_s"],
+            )
+        )
     ch, bh = r["case_history"], r["baseline_history"]
     rows.append(("billable actions per happy path", ch["actions"], bh["actions"]))
     rows.append(("history events per happy path", ch["events"], bh["events"]))
@@ -107,6 +116,15 @@ def markdown(report: Report) -> str:
             f"{u['baseline_p50']} / {u['baseline_p99']}",
         )
     )
+    if "approval_update_ms_plain" in r:
+        up = r["approval_update_ms_plain"]
+        rows.append(
+            (
+                "approval update p50 / p99 (ms), **not encrypted**",
+                f"{up['case_p50']} / {up['case_p99']}",
+                f"{up['baseline_p50']} / {up['baseline_p99']}",
+            )
+        )
     late = r["escalation_lateness_s"]
     rows.append(
         (
@@ -125,6 +143,14 @@ def markdown(report: Report) -> str:
         )
     )
     rows.append(("memory per cached workflow (KB)", c["kb_per_cached"], b["kb_per_cached"]))
+    if "case_plain" in p:
+        rows.append(
+            (
+                "memory per cached workflow (KB), **not encrypted**",
+                p["case_plain"]["kb_per_cached"],
+                b["kb_per_cached"],
+            )
+        )
     rows.append(
         (
             f"worker idle CPU, {p['parked']} parked (% of a core)",
@@ -153,7 +179,8 @@ def markdown(report: Report) -> str:
     )
     lines = [
         f"Benchmark {report.config['started']}, {report.config['mode']} run on "
-        f"{os.cpu_count()} cores: `python -m bench.run{small}`",
+        f"{os.cpu_count()} cores: `python -m bench.run{small}`. Cases encrypt their payloads "
+        "(a data key per case) unless a row says otherwise; the baseline is the bare workflow.",
         "",
         "| measure | case | baseline |",
         "|---|---|---|",

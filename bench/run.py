@@ -22,8 +22,11 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from activities.codec import data_converter
+from activities.keys import KeyStore, MasterKeys
+from activities.records import Records
 from bench.console import console_latency
-from bench.processes import start_worker
+from bench.processes import BENCH_MASTER, start_worker
 from bench.report import Report, judge, markdown
 from bench.workloads import kill_one, parked, throughput, timer_precision, update_latency
 from starter.config import exit_now
@@ -48,31 +51,41 @@ async def main_async(small: bool) -> Report:
         address = server.address
         db_url = f"sqlite:///{tmp}/records.db"
         client = await Client.connect(address, data_converter=pydantic_data_converter)
+        records = Records.from_url(db_url)  # the data keys the case workers keep there
+        sealed = await Client.connect(
+            address, data_converter=data_converter(KeyStore(records, MasterKeys(BENCH_MASTER)))
+        )
         case_tq, base_tq = f"cases-{uuid.uuid4().hex[:6]}", f"base-{uuid.uuid4().hex[:6]}"
+        plain_tq = f"plain-{uuid.uuid4().hex[:6]}"
         case_worker = start_worker("case", address, case_tq, db_url)
+        plain_worker = start_worker("case", address, plain_tq, db_url, encrypt=False)
         base_worker = start_worker("baseline", address, base_tq, db_url)
+        samples = 20 if small else 100
         try:
-            print("throughput")
-            await throughput(report, client, case_tq, base_tq, sizes)
+            print("throughput (encrypted cases, then plain ones)")
+            await throughput(report, client, sealed, case_tq, base_tq, sizes)
+            await throughput(report, client, client, plain_tq, base_tq, sizes[-1:], "_plain")
             print("approval update round-trip")
-            await update_latency(report, client, case_tq, base_tq, 20 if small else 100)
+            await update_latency(report, client, sealed, case_tq, base_tq, samples)
+            await update_latency(report, client, client, plain_tq, base_tq, samples, "_plain")
         finally:
             case_worker.stop()
+            plain_worker.stop()
             base_worker.stop()
         print("escalation timer precision")
         await timer_precision(
-            report, client, address, db_url, 50 if small else 1000, 10 if small else 100
+            report, sealed, address, db_url, 50 if small else 1000, 10 if small else 100
         )
         print("parked cases")
-        samples = 10 if small else 50
 
         async def console(wids: list[str]) -> None:
             print("console pages")
-            await console_latency(report, address, db_url, wids, samples)
+            await console_latency(report, address, db_url, wids, 10 if small else 50)
 
-        await parked(report, client, address, db_url, 100 if small else 2000, console)
+        await parked(report, client, sealed, address, db_url, 100 if small else 2000, console)
         print("worker killed under load")
-        await kill_one(report, client, address, db_url, 20 if small else 200)
+        await kill_one(report, sealed, address, db_url, 20 if small else 200)
+        await records.close()
     judge(report)
     return report
 

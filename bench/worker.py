@@ -12,6 +12,8 @@ from temporalio.worker import Worker
 
 from activities.case_activities import CaseActivities
 from activities.channels import Channels
+from activities.codec import data_converter
+from activities.keys import KeyStore, MasterKeys
 from activities.migrate import upgrade
 from activities.policy_file import PolicySource
 from activities.records import Records
@@ -25,13 +27,15 @@ from workflows import proofs
 async def serve(kind: str, max_cached: int) -> None:
     settings = Settings()
     proofs.configure(os.environ.get("ESCALATION_SECRET"))
-    client = await connect(settings)
+    records = Records.from_url() if kind == "case" else None
+    masters = MasterKeys.from_env()
+    keys = KeyStore(records, masters) if records is not None and masters else None
+    client = await connect(settings, data_converter(keys))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     worker: Worker
-    records: Records | None = None
     relay: asyncio.Task[None] | None = None
     if kind == "baseline":
         worker = Worker(
@@ -42,7 +46,7 @@ async def serve(kind: str, max_cached: int) -> None:
             max_cached_workflows=max_cached,
         )
     else:
-        records = Records.from_url()
+        assert records is not None
         await upgrade(records.engine)
         channels = Channels.from_env()  # the product's delivery: the log unless configured
         outbox = Relay(records, channels)

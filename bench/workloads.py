@@ -31,9 +31,17 @@ BENCH_POLICY = Path(__file__).with_name("policy.toml")
 
 
 async def throughput(
-    report: Report, client: Client, case_tq: str, base_tq: str, sizes: list[int]
+    report: Report,
+    client: Client,
+    cases: Client,
+    case_tq: str,
+    base_tq: str,
+    sizes: list[int],
+    tag: str = "",
 ) -> None:
-    desk = CaseClient(client, case_tq)
+    """The bare workflow through `client`, the product's cases through `cases` (with the
+    codec when the case worker encrypts); results under `throughput{tag}_n{N}`."""
+    desk = CaseClient(cases, case_tq)
     run = uuid.uuid4().hex[:6]
     for n in sizes:
         elapsed_b, ok_b = await run_all(
@@ -42,22 +50,29 @@ async def throughput(
         elapsed_c, ok_c = await run_all(
             [case_happy_path(desk, f"B{run}-{n}-{i}", i) for i in range(n)]
         )
-        report.results[f"throughput_n{n}"] = {
+        report.results[f"throughput{tag}_n{n}"] = {
             "n": n,
             "baseline_per_s": round(ok_b / elapsed_b, 2),
             "cases_per_s": round(ok_c / elapsed_c, 2),
             "baseline_completed": ok_b,
             "cases_completed": ok_c,
         }
-        print(f"  N={n}: baseline {ok_b / elapsed_b:.1f}/s, cases {ok_c / elapsed_c:.1f}/s")
-    report.results["case_history"] = await history_shape(client, f"case-B{run}-{sizes[0]}-0")
-    report.results["baseline_history"] = await history_shape(client, f"base-{run}-{sizes[0]}-0")
+        print(f"  N={n}{tag}: baseline {ok_b / elapsed_b:.1f}/s, cases {ok_c / elapsed_c:.1f}/s")
+    if not tag:
+        report.results["case_history"] = await history_shape(cases, f"case-B{run}-{sizes[0]}-0")
+        report.results["baseline_history"] = await history_shape(client, f"base-{run}-{sizes[0]}-0")
 
 
 async def update_latency(
-    report: Report, client: Client, case_tq: str, base_tq: str, samples: int
+    report: Report,
+    client: Client,
+    cases: Client,
+    case_tq: str,
+    base_tq: str,
+    samples: int,
+    tag: str = "",
 ) -> None:
-    desk = CaseClient(client, case_tq)
+    desk = CaseClient(cases, case_tq)
     run = uuid.uuid4().hex[:6]
     ids = [f"U{run}-{i}" for i in range(samples)]
     await asyncio.gather(*[desk.open(case_json(cid, i)) for i, cid in enumerate(ids)])
@@ -98,14 +113,14 @@ async def update_latency(
         await desk.handle(cid).terminate("benchmark over")
     for i in range(samples):
         await client.get_workflow_handle(f"ubase-{run}-{i}").terminate("benchmark over")
-    report.results["approval_update_ms"] = {
+    report.results[f"approval_update_ms{tag}"] = {
         "samples": samples,
         "case_p50": round(percentile(case_ms, 50), 1),
         "case_p99": round(percentile(case_ms, 99), 1),
         "baseline_p50": round(percentile(base_ms, 50), 1),
         "baseline_p99": round(percentile(base_ms, 99), 1),
     }
-    print(f"  approval update: {report.results['approval_update_ms']}")
+    print(f"  approval update{tag}: {report.results[f'approval_update_ms{tag}']}")
 
 
 async def timer_precision(
@@ -230,37 +245,44 @@ async def terminate_all(client: Client, wids: list[str]) -> None:
 async def parked(
     report: Report,
     client: Client,
+    sealed: Client,
     address: str,
     db_url: str,
     n: int,
     while_parked: Callable[[list[str]], Awaitable[None]] | None = None,
 ) -> None:
-    """RSS and idle CPU of a worker holding n cases parked on SLA timers, vs the baseline;
-    then `while_parked` (the console's renders) runs against the parked cases."""
+    """RSS and idle CPU of a worker holding n cases parked on SLA timers (encrypted, and
+    plain), vs the baseline; then `while_parked` (the console's renders) runs against the
+    parked encrypted cases."""
     out: dict[str, Any] = {"parked": n}
-    for kind in ("baseline", "case"):
-        tq = f"park-{kind}-{uuid.uuid4().hex[:6]}"
-        worker = start_worker(kind, address, tq, db_url)
+    for name, kind, encrypt in (
+        ("baseline", "baseline", False),
+        ("case", "case", True),
+        ("case_plain", "case", False),
+    ):
+        tq = f"park-{name}-{uuid.uuid4().hex[:6]}"
+        worker = start_worker(kind, address, tq, db_url, encrypt=encrypt)
+        c = sealed if encrypt else client
         try:
-            await warm_up(client, kind, tq)
+            await warm_up(c, kind, tq)
             await asyncio.sleep(2)
             rss0 = worker.rss_bytes()
             park = park_cases if kind == "case" else park_baseline
-            wids = await park(client, tq, n)
+            wids = await park(c, tq, n)
             await asyncio.sleep(5)  # let the last tasks settle
             rss1 = worker.rss_bytes()
             cpu0, t0 = worker.cpu_seconds(), time.monotonic()
             await asyncio.sleep(20)
             idle_pct = 100 * (worker.cpu_seconds() - cpu0) / (time.monotonic() - t0)
-            out[kind] = {
+            out[name] = {
                 "rss_idle_mb": round(rss0 / 2**20, 1),
                 "rss_parked_mb": round(rss1 / 2**20, 1),
                 "kb_per_cached": round((rss1 - rss0) / n / 1024, 1),
                 "idle_cpu_pct_of_core": round(idle_pct, 2),
             }
-            if kind == "case" and while_parked is not None:
+            if name == "case" and while_parked is not None:
                 await while_parked(wids)
-            await terminate_all(client, wids)
+            await terminate_all(c, wids)
         finally:
             worker.stop()
     report.results["parked"] = out

@@ -7,16 +7,21 @@ forwarded approval link, an action the case refuses."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
 import re
+import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 from playwright.async_api import Browser, Page
 from sqlalchemy import select
+from temporalio.api.common.v1 import Payload
 from temporalio.testing import WorkflowEnvironment
 
+from activities.codec import CaseCodec
+from activities.keys import KeyStore, MasterKeys
 from activities.links import Links
 from activities.records import Records, TimelineRow
 from starter.signin import OidcConfig
@@ -350,6 +355,86 @@ async def test_without_a_provider_the_console_says_what_is_missing(
             as_someone = await http.post(f"{base}/signin/as", data={"person": "exec-holt"})
             assert as_someone.status_code == 404
             assert (await http.get(f"{base}/approvals/not-a-token")).status_code == 403
+    finally:
+        web.cancel()
+        await asyncio.gather(web, return_exceptions=True)
+
+
+async def provider_token(issuer: OidcConfig, sub: str) -> str:
+    """An access token from the provider, as a script of an operator gets one (the code flow
+    through the provider's own form)."""
+    callback = "http://127.0.0.1:9/callback"  # never called: the code is read off the redirect
+    async with httpx.AsyncClient() as http:
+        form = await http.get(
+            f"{issuer.issuer}/oauth2/authorize",
+            params={
+                "client_id": issuer.client_id,
+                "redirect_uri": callback,
+                "response_type": "code",
+                "scope": "openid email",
+                "state": "s",
+                "nonce": "n",
+            },
+        )
+        back = await http.post(str(form.url), data={"sub": sub})
+        code = httpx.URL(back.headers["location"]).params["code"]
+        token = await http.post(
+            f"{issuer.issuer}/oauth2/token",
+            data={"grant_type": "authorization_code", "code": code, "redirect_uri": callback},
+            auth=(issuer.client_id, issuer.client_secret),
+        )
+    return str(token.json()["access_token"])
+
+
+async def test_the_codec_server_opens_payloads_for_people_of_the_desk_only(
+    dev_env: WorkflowEnvironment, records: Records, policy: Policy, issuer: OidcConfig
+) -> None:
+    keys = KeyStore(records, MasterKeys(secrets.token_bytes(32)))
+    codec = CaseCodec(keys, "default", "case-CODEC-1")
+    [sealed] = await codec.encode([Payload(metadata={"encoding": b"json/plain"}, data=b'"Ada"')])
+    body = {
+        "payloads": [
+            {
+                "metadata": {k: base64.b64encode(v).decode() for k, v in sealed.metadata.items()},
+                "data": base64.b64encode(sealed.data).decode(),
+            }
+        ]
+    }
+    port = free_port()
+    links = Links(TEST_SECRET, f"http://127.0.0.1:{port}")
+    web = asyncio.create_task(
+        serve(
+            dev_env.client,
+            links,
+            "127.0.0.1",
+            port,
+            records,
+            False,
+            lambda: policy,
+            issuer,
+            keys=keys,
+        )
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def opened(answer: httpx.Response) -> bytes:
+        assert answer.status_code == 200, answer.text
+        return base64.b64decode(answer.json()["payloads"][0]["data"])
+
+    try:
+        await until(lambda: _answers(base), "the web app", within=15)
+        decode = f"{base}/codec/decode"
+        async with httpx.AsyncClient() as http:
+            nobody = await http.post(decode, json=body)
+            assert nobody.status_code == 401 and "Ada" not in nobody.text
+            await sign_in(http, base, "tom")  # the UI's "include credentials": the session
+            assert opened(await http.post(decode, json=body)) == b'"Ada"'
+        async with httpx.AsyncClient() as http:
+            lee = {"Authorization": f"Bearer {await provider_token(issuer, 'lee')}"}
+            assert opened(await http.post(decode, json=body, headers=lee)) == b'"Ada"'
+            stranger = {"Authorization": f"Bearer {await provider_token(issuer, 'stranger')}"}
+            refused = await http.post(decode, json=body, headers=stranger)
+            assert refused.status_code == 403 and "Ada" not in refused.text
     finally:
         web.cancel()
         await asyncio.gather(web, return_exceptions=True)
