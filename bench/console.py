@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import random
 import re
@@ -17,7 +18,7 @@ import httpx
 from sqlalchemy import func, select
 
 from activities.records import CaseRow, Records
-from bench.processes import closing_policy
+from bench.processes import BENCH_MASTER, BENCH_SECRET, closing_policy
 from bench.report import Report, percentile
 
 
@@ -72,6 +73,8 @@ async def console_latency(
         "DATABASE_URL": db_url,
         "ESCALATION_POLICY": str(closing_policy()),
         "ESCALATION_WEB_URL": base,
+        "ESCALATION_MASTER_KEY": base64.b64encode(BENCH_MASTER).decode(),  # reads the cases
+        "ESCALATION_SECRET": BENCH_SECRET,
     }
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
         web = start_web(port, tmp, env)

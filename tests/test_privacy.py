@@ -239,6 +239,12 @@ async def test_erasure_destroys_the_keys_and_scrubs_the_records(
         assert destroyed == 2
         status = await asyncio.to_thread(sealed.cli, "status", closed)
         assert "erased" in status.stdout + status.stderr
+        async with httpx.AsyncClient(base_url=sealed.base) as http:  # the console says so too
+            page = await http.get("/signin")
+            token = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            await http.post("/signin/as", data={"person": "exec-vance", "csrf": token})
+            gone = await http.get(f"/cases/{closed}")
+        assert gone.status_code == 410 and "data was erased" in gone.text
 
 
 def payload_texts(node: Any) -> list[str]:
