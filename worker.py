@@ -158,7 +158,7 @@ async def run_worker(
     web_port: int | None = None,
     masters: MasterKeys | None = None,
 ) -> None:
-    keys = KeyStore(records, masters) if masters else None
+    keys = KeyStore(records.twin(), masters) if masters else None
     proofs.configure(links.secret if links else os.environ.get("ESCALATION_SECRET"))
     client = await connect_with_retry(settings, data_converter(keys))
     await ensure_search_attributes(client, settings.namespace)

@@ -268,6 +268,12 @@ class Records:
     def from_url(cls, url: str | None = None) -> Records:
         return cls(make_engine(url))
 
+    def twin(self) -> Records:
+        """Another engine on the same database: the data keys use their own connection, so a
+        payload's key never waits behind an activity's transaction (SQLite keeps one
+        connection per engine)."""
+        return Records.from_url(self.engine.url.render_as_string(hide_password=False))
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session, session.begin():

@@ -29,7 +29,7 @@ async def serve(kind: str, max_cached: int) -> None:
     proofs.configure(os.environ.get("ESCALATION_SECRET"))
     records = Records.from_url() if kind == "case" else None
     masters = MasterKeys.from_env()
-    keys = KeyStore(records, masters) if records is not None and masters else None
+    keys = KeyStore(records.twin(), masters) if records is not None and masters else None
     client = await connect(settings, data_converter(keys))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

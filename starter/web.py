@@ -422,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     async def run() -> None:
         records = Records.from_url()
-        keys = KeyStore(records, masters) if masters else None
+        keys = KeyStore(records.twin(), masters) if masters else None
         client = await connect(Settings(), data_converter(keys))
         log.info("escalation-web on http://%s:%d", args.host, args.port)
         app = create_app(client, links, records, dev=args.dev, oidc=oidc, host=args.host, keys=keys)
