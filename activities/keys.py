@@ -113,13 +113,26 @@ class KeyStore:
             return self._by_subject[(namespace, workflow_id)]
         async with self._lock:
             if (namespace, workflow_id) not in self._by_subject:
-                found = await self._load_or_make(namespace, workflow_id)
+                # shielded: a caller given up on mid-query must not strand the connection
+                found = await asyncio.shield(self._load_or_make(namespace, workflow_id))
                 self._by_subject[(namespace, workflow_id)] = found
                 if found is not None:
                     self._by_id[found.key_id] = found
         return self._by_subject[(namespace, workflow_id)]
 
     async def _load_or_make(self, namespace: str, subject: str) -> DataKey | None:
+        """The case's key as the records have it; made (one write) only when there is none."""
+        async with self.records.transaction() as s:
+            row = await s.scalar(
+                select(DataKeyRow).where(
+                    DataKeyRow.namespace == namespace, DataKeyRow.subject == subject
+                )
+            )
+        if row is not None:
+            if row.wrapped is None:
+                return None  # erased
+            raw = self.masters.unwrap(row.key_id, row.wrapped)
+            return self._key(row.key_id, namespace, subject, raw)
         key_id = secrets.token_hex(16)
         raw = AESGCM.generate_key(bit_length=256)
         wrapped, mid = self.masters.wrap(key_id, raw)
@@ -153,8 +166,7 @@ class KeyStore:
         """The key, or None when it was destroyed (erased) or never existed here."""
         if key_id in self._by_id:
             return self._by_id[key_id]
-        async with self.records.transaction() as s:
-            row = await s.get(DataKeyRow, key_id)
+        row = await asyncio.shield(self._row(key_id))
         found = None
         if row is not None and row.wrapped is not None:
             raw = self.masters.unwrap(row.key_id, row.wrapped)
@@ -162,6 +174,10 @@ class KeyStore:
         if found is not None or row is not None:  # a destroyed key stays destroyed
             self._by_id[key_id] = found
         return found
+
+    async def _row(self, key_id: str) -> DataKeyRow | None:
+        async with self.records.transaction() as s:
+            return await s.get(DataKeyRow, key_id)
 
     def forget(self, subjects: list[str]) -> None:
         """Drop erased cases' keys from this process's cache."""

@@ -226,7 +226,9 @@ def database_url(url: str | None = None) -> URL:
     return parsed
 
 
-def make_engine(url: str | None = None) -> AsyncEngine:
+def make_engine(url: str | None = None, immediate: bool = True) -> AsyncEngine:
+    """`immediate` (SQLite): every transaction takes the write lock at BEGIN; off for an
+    engine that mostly reads (the data keys), whose reads then never queue for it."""
     parsed = database_url(url)
     if parsed.get_backend_name() == "sqlite":
         # SQLite has one writer: a single connection per process queues writes in asyncio
@@ -251,7 +253,7 @@ def make_engine(url: str | None = None) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin_immediate(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     return create_async_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -272,7 +274,7 @@ class Records:
         """Another engine on the same database: the data keys use their own connection, so a
         payload's key never waits behind an activity's transaction (SQLite keeps one
         connection per engine)."""
-        return Records.from_url(self.engine.url.render_as_string(hide_password=False))
+        return Records(make_engine(self.engine.url.render_as_string(hide_password=False), False))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

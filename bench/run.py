@@ -24,7 +24,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.codec import data_converter
 from activities.keys import KeyStore, MasterKeys
-from activities.records import Records
+from activities.records import Records, make_engine
 from bench.console import console_latency
 from bench.processes import BENCH_MASTER, start_worker
 from bench.report import Report, judge, markdown
@@ -51,7 +51,7 @@ async def main_async(small: bool) -> Report:
         address = server.address
         db_url = f"sqlite:///{tmp}/records.db"
         client = await Client.connect(address, data_converter=pydantic_data_converter)
-        records = Records.from_url(db_url)  # the data keys the case workers keep there
+        records = Records(make_engine(db_url, immediate=False))  # the cases' data keys
         sealed = await Client.connect(
             address, data_converter=data_converter(KeyStore(records, MasterKeys(BENCH_MASTER)))
         )
