@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
+import httpx
 import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -127,3 +128,12 @@ async def http_receiver(receiver: Receiver) -> AsyncIterator[Receiver]:
     finally:
         server.should_exit = True
         await task
+
+
+async def web_up(base: str) -> bool:
+    """The web app at `base` answers its health check (not yet: False)."""
+    async with httpx.AsyncClient() as http:
+        try:
+            return (await http.get(f"{base}/healthz")).status_code == 200
+        except httpx.HTTPError:
+            return False

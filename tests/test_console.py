@@ -31,7 +31,7 @@ from workflows.policy import Policy
 
 from .conftest import TEST_SECRET, Desk, until
 from .oidc_provider import oidc_provider
-from .receivers import Mailbox, free_port
+from .receivers import Mailbox, free_port, web_up
 from .test_web import SHOTS, browser, history_length, web_desk
 
 __all__ = ["browser"]  # the browser fixture, shared with the approval-link tests
@@ -60,16 +60,8 @@ async def console(
 ) -> AsyncIterator[tuple[Desk, Mailbox, Links, str]]:
     async with web_desk(dev_env, records, policy, issuer) as (desk, box, links, port):
         base = f"http://127.0.0.1:{port}"
-        await until(lambda: _answers(base), "the web app", within=15)
+        await until(lambda: web_up(base), "the web app", within=15)
         yield desk, box, links, base
-
-
-async def _answers(base: str) -> bool:
-    async with httpx.AsyncClient() as http:
-        try:
-            return (await http.get(f"{base}/healthz")).status_code == 200
-        except httpx.HTTPError:
-            return False
 
 
 async def sign_in(http: httpx.AsyncClient, base: str, sub: str, next: str = "/") -> httpx.Response:
@@ -319,7 +311,7 @@ async def test_refusals(
     )
     try:
         other = f"http://127.0.0.1:{port}"
-        await until(lambda: _answers(other), "the second web app", within=15)
+        await until(lambda: web_up(other), "the second web app", within=15)
         async with httpx.AsyncClient() as http:
             assert (await sign_in(http, other, "tom")).status_code == 200
             await asyncio.sleep(1.5)
@@ -341,7 +333,7 @@ async def test_without_a_provider_the_console_says_what_is_missing(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        await until(lambda: _answers(base), "the web app", within=15)
+        await until(lambda: web_up(base), "the web app", within=15)
         async with httpx.AsyncClient() as http:
             home = await http.get(f"{base}/")
             assert home.status_code == 503
@@ -422,7 +414,7 @@ async def test_the_codec_server_opens_payloads_for_people_of_the_desk_only(
         return base64.b64decode(answer.json()["payloads"][0]["data"])
 
     try:
-        await until(lambda: _answers(base), "the web app", within=15)
+        await until(lambda: web_up(base), "the web app", within=15)
         decode = f"{base}/codec/decode"
         async with httpx.AsyncClient() as http:
             nobody = await http.post(decode, json=body)

@@ -36,7 +36,7 @@ from starter.web import create_app, serve
 from workflows.policy import Policy
 
 from .conftest import BIN, TEST_SECRET, Desk, record_store, run_escalate, until
-from .receivers import free_port
+from .receivers import free_port, web_up
 from .test_web import CHROMIUM, SHOTS
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.devserver]
@@ -142,109 +142,107 @@ async def full_case(desk: Desk, **changes: Any) -> str:
     return cid
 
 
-async def test_the_history_is_ciphertext_and_the_codec_server_opens_it(
+@pytest.fixture
+async def sealed_env(
     dev_env: WorkflowEnvironment, policy: Policy, tmp_path: Path
-) -> None:
+) -> AsyncIterator[tuple[Sealed, Records, str]]:
+    """An encrypting desk on its own SQLite records: the desk, its records, their URL."""
     url = f"sqlite:///{tmp_path / 'records.db'}"
-    async with (
-        record_store(url) as records,
-        sealed_desk(dev_env, records, policy, url) as sealed,
-    ):
-        cid = await full_case(sealed.desk)
-        exported = await asyncio.to_thread(sealed.show, cid)
-        assert ENCRYPTED in exported
-        for text in PRIVATE:
-            assert text not in exported, text
-        opened = await asyncio.to_thread(
-            sealed.show, cid, "--codec-endpoint", f"{sealed.base}/codec"
-        )
-        for text in PRIVATE:
-            assert text in opened, text
+    async with record_store(url) as records, sealed_desk(dev_env, records, policy, url) as desk:
+        yield desk, records, url
 
-        # the same through /codec/decode from Python: the case's input, as the UI asks for it
-        history = json.loads(exported[: exported.index("\n}\n") + 2])
-        started = history["events"][0]["workflowExecutionStartedEventAttributes"]
-        body = {"payloads": started["input"]["payloads"]}
-        async with httpx.AsyncClient() as http:
-            answer = await http.post(
-                f"{sealed.base}/codec/decode", json=body, headers={"X-Namespace": "default"}
-            )
-        assert answer.status_code == 200
-        data = base64.b64decode(answer.json()["payloads"][0]["data"])
-        assert CUSTOMER["email"].encode() in data and SUBJECT.encode() in data
 
-        # plain JSON from a backend (no codec) still opens a case the worker encrypts
-        plain = sealed.desk.case(severity="low")
-        started_plain = await asyncio.to_thread(
-            sealed.temporal,
-            "workflow",
-            "start",
-            "--type",
-            "EscalationCase",
-            "--task-queue",
-            sealed.desk.task_queue,
-            "--workflow-id",
-            f"case-{plain['case_id']}",
-            "--input",
-            json.dumps(plain),
+async def test_the_history_is_ciphertext_and_the_codec_server_opens_it(
+    sealed_env: tuple[Sealed, Records, str],
+) -> None:
+    sealed, _records, _url = sealed_env
+    cid = await full_case(sealed.desk)
+    exported = await asyncio.to_thread(sealed.show, cid)
+    assert ENCRYPTED in exported
+    for text in PRIVATE:
+        assert text not in exported, text
+    opened = await asyncio.to_thread(sealed.show, cid, "--codec-endpoint", f"{sealed.base}/codec")
+    for text in PRIVATE:
+        assert text in opened, text
+
+    # the same through /codec/decode from Python: the case's input, as the UI asks for it
+    history = json.loads(exported[: exported.index("\n}\n") + 2])
+    started = history["events"][0]["workflowExecutionStartedEventAttributes"]
+    body = {"payloads": started["input"]["payloads"]}
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            f"{sealed.base}/codec/decode", json=body, headers={"X-Namespace": "default"}
         )
-        assert started_plain.returncode == 0, started_plain.stderr
-        sealed.desk.api.opened.append(f"case-{plain['case_id']}")
-        assert (await sealed.desk.settled(plain["case_id"])).assignee
+    assert answer.status_code == 200
+    data = base64.b64decode(answer.json()["payloads"][0]["data"])
+    assert CUSTOMER["email"].encode() in data and SUBJECT.encode() in data
+
+    # plain JSON from a backend (no codec) still opens a case the worker encrypts
+    plain = sealed.desk.case(severity="low")
+    started_plain = await asyncio.to_thread(
+        sealed.temporal,
+        "workflow",
+        "start",
+        "--type",
+        "EscalationCase",
+        "--task-queue",
+        sealed.desk.task_queue,
+        "--workflow-id",
+        f"case-{plain['case_id']}",
+        "--input",
+        json.dumps(plain),
+    )
+    assert started_plain.returncode == 0, started_plain.stderr
+    sealed.desk.api.opened.append(f"case-{plain['case_id']}")
+    assert (await sealed.desk.settled(plain["case_id"])).assignee
 
 
 async def test_erasure_destroys_the_keys_and_scrubs_the_records(
-    dev_env: WorkflowEnvironment, policy: Policy, tmp_path: Path
+    sealed_env: tuple[Sealed, Records, str],
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'records.db'}"
-    async with (
-        record_store(url) as records,
-        sealed_desk(dev_env, records, policy, url) as sealed,
-    ):
-        closed = await full_case(sealed.desk)
-        still, st = await sealed.desk.open_assigned(customer=CUSTOMER, subject=SUBJECT)
-        refused = await asyncio.to_thread(
-            sealed.cli, "erase", "--customer", CUSTOMER["id"], "--yes"
+    sealed, records, url = sealed_env
+    closed = await full_case(sealed.desk)
+    still, st = await sealed.desk.open_assigned(customer=CUSTOMER, subject=SUBJECT)
+    refused = await asyncio.to_thread(sealed.cli, "erase", "--customer", CUSTOMER["id"], "--yes")
+    assert refused.returncode != 0 and still in refused.stderr, refused.stderr
+    assert "still open" in refused.stderr
+    resolution = {"by": str(st.assignee), "resolution": "Explained the charge"}
+    await sealed.desk.api.send(still, "resolve", resolution)
+    await until(lambda: _closed_in_records(records, still), "the case closed")
+
+    done = await asyncio.to_thread(sealed.cli, "erase", "--customer", CUSTOMER["id"], "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "erased 2 case(s)" in done.stdout and "2 data key(s) destroyed" in done.stdout
+    sealed.keys.forget([f"case-{closed}", f"case-{still}"])
+
+    through_codec = await asyncio.to_thread(
+        sealed.show, closed, "--codec-endpoint", f"{sealed.base}/codec"
+    )
+    for text in PRIVATE:
+        assert text not in through_codec, text
+    assert ENCRYPTED in through_codec
+
+    raw = database_bytes(Path(url.removeprefix("sqlite:///")))
+    for text in PRIVATE:
+        assert text.encode() not in raw, text
+
+    rep = await build_report(records, None)
+    assert rep.cases >= 2
+    async with records.transaction() as s:
+        erasures = (await s.scalars(select(ErasureRow))).all()
+        destroyed = await s.scalar(
+            select(func.count()).select_from(DataKeyRow).where(DataKeyRow.wrapped.is_(None))
         )
-        assert refused.returncode != 0 and still in refused.stderr, refused.stderr
-        assert "still open" in refused.stderr
-        resolution = {"by": str(st.assignee), "resolution": "Explained the charge"}
-        await sealed.desk.api.send(still, "resolve", resolution)
-        await until(lambda: _closed_in_records(records, still), "the case closed")
-
-        done = await asyncio.to_thread(sealed.cli, "erase", "--customer", CUSTOMER["id"], "--yes")
-        assert done.returncode == 0, done.stderr
-        assert "erased 2 case(s)" in done.stdout and "2 data key(s) destroyed" in done.stdout
-        sealed.keys.forget([f"case-{closed}", f"case-{still}"])
-
-        through_codec = await asyncio.to_thread(
-            sealed.show, closed, "--codec-endpoint", f"{sealed.base}/codec"
-        )
-        for text in PRIVATE:
-            assert text not in through_codec, text
-        assert ENCRYPTED in through_codec
-
-        raw = database_bytes(Path(url.removeprefix("sqlite:///")))
-        for text in PRIVATE:
-            assert text.encode() not in raw, text
-
-        rep = await build_report(records, None)
-        assert rep.cases >= 2
-        async with records.transaction() as s:
-            erasures = (await s.scalars(select(ErasureRow))).all()
-            destroyed = await s.scalar(
-                select(func.count()).select_from(DataKeyRow).where(DataKeyRow.wrapped.is_(None))
-            )
-        assert [(e.scope, e.cases, e.keys_destroyed) for e in erasures] == [("customer", 2, 2)]
-        assert destroyed == 2
-        status = await asyncio.to_thread(sealed.cli, "status", closed)
-        assert "erased" in status.stdout + status.stderr
-        async with httpx.AsyncClient(base_url=sealed.base) as http:  # the console says so too
-            page = await http.get("/signin")
-            token = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-            await http.post("/signin/as", data={"person": "exec-vance", "csrf": token})
-            gone = await http.get(f"/cases/{closed}")
-        assert gone.status_code == 410 and "data was erased" in gone.text
+    assert [(e.scope, e.cases, e.keys_destroyed) for e in erasures] == [("customer", 2, 2)]
+    assert destroyed == 2
+    status = await asyncio.to_thread(sealed.cli, "status", closed)
+    assert "erased" in status.stdout + status.stderr
+    async with httpx.AsyncClient(base_url=sealed.base) as http:  # the console says so too
+        page = await http.get("/signin")
+        token = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        await http.post("/signin/as", data={"person": "exec-vance", "csrf": token})
+        gone = await http.get(f"/cases/{closed}")
+    assert gone.status_code == 410 and "data was erased" in gone.text
 
 
 def payload_texts(node: Any) -> list[str]:
@@ -316,14 +314,7 @@ async def test_the_codec_server_refuses_strangers_and_answers_the_ui_preflight(
     }
     try:
         async with httpx.AsyncClient() as http:
-
-            async def up() -> bool:
-                try:
-                    return (await http.get(f"{base}/healthz")).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            await until(up, "the web app", within=15)
+            await until(lambda: web_up(base), "the web app", within=15)
             refused = await http.post(f"{base}/codec/decode", json=body)
             assert refused.status_code == 401 and "x" not in refused.text.replace("x-", "")
             bad = await http.post(
@@ -385,7 +376,7 @@ async def test_the_temporal_ui_shows_a_case_only_through_the_codec_server(
                     web_server = uvicorn.Server(config)
                     web = asyncio.create_task(web_server.serve())
                     try:
-                        await until(lambda: _up(links.base_url), "the web app", within=15)
+                        await until(lambda: web_up(links.base_url), "the web app", within=15)
                         await page.goto(f"{ui}/namespaces/default/workflows/case-{cid}")
                         await page.wait_for_selector("text=Workflow Type", timeout=30_000)
                         await page.wait_for_timeout(4000)  # the input, through the codec
@@ -401,11 +392,3 @@ async def test_the_temporal_ui_shows_a_case_only_through_the_codec_server(
         await env.client.workflow_service.get_system_info(GetSystemInfoRequest())
     finally:
         await asyncio.to_thread(server.stop)
-
-
-async def _up(base: str) -> bool:
-    async with httpx.AsyncClient() as http:
-        try:
-            return (await http.get(f"{base}/healthz")).status_code == 200
-        except httpx.HTTPError:
-            return False
