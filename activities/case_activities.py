@@ -89,10 +89,7 @@ class CaseActivities:
     async def check_proof(self, claim: ProofClaim) -> str:
         """A Signal's proof, checked with this worker's secret: "" when it holds, else why not
         (the answer is recorded, so the case replays the same whatever the secret is later)."""
-        reason = proofs.check(
-            claim.proof, claim.case_id, claim.message, claim.by, claim.request, _now()
-        )
-        return reason or ""
+        return proofs.check_claim(claim, _now()) or ""
 
     @activity.defn(name="open_case")
     async def open_case(self, req: OpenCaseRequest) -> CustomerContext:

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         Transition,
     )
     from workflows.events import Assigned, AssignmentStarted, Event
+    from workflows.handlers import message_handlers
     from workflows.messages import MESSAGES, tagged
     from workflows.models import (
         WORKFLOW_TYPE,
@@ -400,28 +401,11 @@ class EscalationCase:
             accepted=True, message=text, stage=s.stage, tier=s.tier, assignee=s.assignee
         )
 
-    def _proof_claim(self, name: str, msg: Strict) -> ProofClaim | None:
-        """What the message's proof must sign, when the case's policy requires one."""
-        s = self._state
-        if s is None or name not in s.policy.proof_required:
-            return None
-        requested_at = s.pending.requested_at if s.pending else None
-        return ProofClaim(
-            proof=getattr(msg, "proof", None),
-            case_id=s.case.case_id,
-            message=name,
-            by=getattr(msg, "by", ""),
-            request=proofs.request_of(name, requested_at, s.tier),
-        )
-
     def _check_proof(self, name: str, msg: Strict) -> None:
         """Validators only (they do not run on replay, so the secret may change later)."""
-        claim = self._proof_claim(name, msg)
-        if claim is not None:
-            c = claim
-            reason = proofs.check(c.proof, c.case_id, c.message, c.by, c.request, workflow.now())
-            if reason:
-                raise Rejected(reason)
+        claim = proofs.claim_for(self._state, name, msg)
+        if claim is not None and (reason := proofs.check_claim(claim, workflow.now())):
+            raise Rejected(reason)
 
     async def _proven_signal(self, name: str, msg: Strict, claim: ProofClaim) -> None:
         """A Signal that needs a proof acts once a local activity (its answer recorded, so
@@ -448,7 +432,7 @@ class EscalationCase:
         except ValidationError as err:
             self._ignore(name, describe_validation_error(err))
             return
-        claim = self._proof_claim(name, msg)
+        claim = proofs.claim_for(self._state, name, msg)
         if claim is not None and workflow.patched(SIGNAL_PROOF):
             self._proving += 1
             asyncio.create_task(self._proven_signal(name, msg, claim))
@@ -501,32 +485,8 @@ class EscalationCase:
         workflow.set_current_details(projections.details(self._state))
 
 
-def _message_handlers(name: str) -> tuple[Any, Any]:
-    """One message's Update (with its validator) and Signal, both taking the raw payload so
-    a malformed one is refused naming the field, not dropped by the SDK's decoder."""
-
-    async def on_update(self: EscalationCase, payload: Any = None) -> MessageResult:
-        return await self._on_update(name, payload)
-
-    def validate(self: EscalationCase, payload: Any = None) -> None:
-        """The handler's own decision, result dropped: a refusal leaves no trace in history."""
-        msg = self._parse(name, payload)
-        self._check_proof(name, msg)
-        self._decide(name, msg)
-
-    def on_signal(self: EscalationCase, payload: Any = None) -> None:
-        self._on_signal(name, payload)
-
-    on_update.__name__ = on_update.__qualname__ = name
-    validate.__name__ = validate.__qualname__ = f"validate_{name}"
-    on_signal.__name__ = on_signal.__qualname__ = f"{name}_signal"
-    update = workflow.update(name=name)(on_update)
-    update.validator(validate)
-    return update, workflow.signal(name=name)(on_signal)
-
-
 for _message in MESSAGES.values():
-    _update, _signal = _message_handlers(_message.name)
+    _update, _signal = message_handlers(_message.name)
     setattr(EscalationCase, _message.name, _update)
     setattr(EscalationCase, f"{_message.name}_signal", _signal)
 workflow.defn(name=WORKFLOW_TYPE)(EscalationCase)

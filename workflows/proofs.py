@@ -17,7 +17,12 @@ import hashlib
 import hmac
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from workflows.activity_models import ProofClaim
+
+if TYPE_CHECKING:
+    from workflows.state import CaseState
 
 PROOF_LIFETIME = timedelta(minutes=15)
 
@@ -75,3 +80,21 @@ def check(
 def _differs(claim: list[Any], wanted: list[str]) -> str:
     names = ["case", "message", "person", "request"]
     return next((n for n, a, b in zip(names, claim, wanted, strict=False) if a != b), "request")
+
+
+def claim_for(state: CaseState | None, name: str, msg: Any) -> ProofClaim | None:
+    """What a message's proof must sign, when the case's policy requires one (else None)."""
+    if state is None or name not in state.policy.proof_required:
+        return None
+    requested_at = state.pending.requested_at if state.pending else None
+    return ProofClaim(
+        proof=getattr(msg, "proof", None),
+        case_id=state.case.case_id,
+        message=name,
+        by=getattr(msg, "by", ""),
+        request=request_of(name, requested_at, state.tier),
+    )
+
+
+def check_claim(claim: ProofClaim, now: datetime) -> str | None:
+    return check(claim.proof, claim.case_id, claim.message, claim.by, claim.request, now)
