@@ -199,6 +199,9 @@ async def run_worker(
         with contextlib.suppress(TimeoutError):  # a clean stop hands over what is queued
             await relay.drain(within=5)
     finally:
+        relay.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(tasks[0]), 10)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -83,14 +83,22 @@ class Relay:
         self._inflight: set[asyncio.Task[None]] = set()
         self._done: list[tuple[Delivery, str, str | None]] = []  # (delivery, outcome, reason)
         self._flushing = False
+        self._stopping = False
 
     def wake(self) -> None:
         """Something was queued: look now instead of at the next poll."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """End `run` between two transactions: a cancel that lands inside one can leave its
+        connection holding locks until the process exits."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
+        self._stopping = False
         try:
-            while True:
+            while not self._stopping:
                 self._wake.clear()
                 room = self.batch - len(self._inflight)
                 claimed: list[Delivery] = []
@@ -107,7 +115,7 @@ class Relay:
                     task = asyncio.create_task(self._send(d))
                     self._inflight.add(task)
                     task.add_done_callback(self._inflight.discard)
-                if len(claimed) < room:  # nothing more is due now
+                if len(claimed) < room and not self._stopping:  # nothing more is due now
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll)
         finally:

@@ -37,6 +37,7 @@ async def serve(kind: str, max_cached: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     worker: Worker
     relay: asyncio.Task[None] | None = None
+    outbox: Relay | None = None
     if kind == "baseline":
         worker = Worker(
             client,
@@ -56,8 +57,8 @@ async def serve(kind: str, max_cached: int) -> None:
     async with worker:
         print("ready", flush=True)
         await stop.wait()
-    if relay is not None:
-        relay.cancel()
+    if relay is not None and outbox is not None:
+        outbox.stop()
         await asyncio.gather(relay, return_exceptions=True)
     if records is not None:
         await records.close()

@@ -169,6 +169,14 @@ async def record_store(url: str, fresh: bool = True) -> AsyncIterator[Records]:
     records = Records.from_url(url)
     if fresh and records.engine.dialect.name == "postgresql":
         async with records.engine.begin() as conn:
+            # nothing left over (an earlier run killed mid-transaction) may hold these tables
+            await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            await conn.execute(text("SET LOCAL lock_timeout = '20s'"))
             await conn.run_sync(Base.metadata.drop_all)
             await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     await upgrade(records.engine)
@@ -284,9 +292,8 @@ class Desk:
                     await self.end_cases()
             await self.relay.drain()  # what the cases queued has gone out
         finally:
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
+            self.relay.stop()
+            await relay
 
     async def delivered(self) -> None:
         """Until the relay has handed every queued message to its channel."""

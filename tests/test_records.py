@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -120,9 +119,8 @@ async def deliver(acts: CaseActivities) -> None:
     try:
         await relay.drain()
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        relay.stop()
+        await task
 
 
 async def count(records: Records, table: type, *where: Any) -> int:
