@@ -28,15 +28,18 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.converter import DataConverter
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities import health, logs, tracing
 from activities.case_activities import CaseActivities
 from activities.channels import Channels, Delivery
 from activities.codec import data_converter
 from activities.keys import KeyStore, MasterKeys
 from activities.links import Links
+from activities.metrics import Metrics
 from activities.migrate import upgrade
 from activities.policy_file import PolicySource
 from activities.records import Records
@@ -94,6 +97,8 @@ def workflow_runner(strict: bool = False) -> SandboxedWorkflowRunner:
     )
     # the proof key, set by the worker at start, lives in one module shared with the sandbox
     restrictions = restrictions.with_passthrough_modules("workflows.proofs")
+    # the trace context is the process's own (tracing.py), shared with the cases it runs
+    restrictions = restrictions.with_passthrough_modules("opentelemetry")
     if strict:
         return SandboxedWorkflowRunner(restrictions=restrictions)
     return SandboxedWorkflowRunner(restrictions=restrictions.with_passthrough_modules("workflows"))
@@ -123,12 +128,15 @@ def build_worker(
 
 
 async def connect_with_retry(
-    settings: Settings, converter: DataConverter | None = None, attempts: int = 30
+    settings: Settings,
+    converter: DataConverter | None = None,
+    attempts: int = 30,
+    runtime: Runtime | None = None,
 ) -> Client:
     """A worker may start before its server (compose, k8s): keep trying for a while."""
     for attempt in range(1, attempts + 1):
         try:
-            return await connect(settings, converter)
+            return await connect(settings, converter, runtime)
         except RuntimeError as err:
             if attempt == attempts:
                 raise
@@ -157,10 +165,14 @@ async def run_worker(
     migrate: bool = True,
     web_port: int | None = None,
     masters: MasterKeys | None = None,
+    metrics_addr: str | None = None,
 ) -> None:
     keys = KeyStore(records.twin(), masters) if masters else None
     proofs.configure(links.secret if links else os.environ.get("ESCALATION_SECRET"))
-    client = await connect_with_retry(settings, data_converter(keys))
+    metrics = Metrics(records) if metrics_addr else None
+    runtime = metrics.runtime if metrics else None
+    client = await connect_with_retry(settings, data_converter(keys), runtime=runtime)
+    tracing.instrument_engine(records.engine)
     await ensure_search_attributes(client, settings.namespace)
     if migrate:
         log.info("records at schema revision %s", await upgrade(records.engine))
@@ -177,6 +189,10 @@ async def run_worker(
         ", ".join(sorted(channels.senders)),
     )
     tasks = [asyncio.create_task(relay.run(), name="relay")]
+    if metrics is not None and metrics_addr is not None:
+        ops = health.ops_app(health.Readiness(client, records, worker), metrics)
+        tasks.append(asyncio.create_task(health.serve(ops, metrics_addr), name="ops"))
+        log.info("metrics and health: http://%s/metrics /healthz /readyz", metrics_addr)
     if web_port is not None and links is not None:
         from starter.web import serve
 
@@ -220,10 +236,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--no-migrate", action="store_true", help="do not bring the records' schema to head"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        logs.configure()
+    except ValueError as err:
+        raise SystemExit(f"configuration error: {err}") from None
+    tracing.setup("escalation-worker")
     try:
         policy = PolicySource(args.policy)
     except PolicyError as err:
@@ -234,7 +251,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         os.environ.setdefault("ESCALATION_WEB_URL", f"http://127.0.0.1:{args.web_port}")
         ui = f"http://localhost:{args.ui_port} http://127.0.0.1:{args.ui_port}"
         os.environ.setdefault("ESCALATION_UI_ORIGIN", ui)
+        os.environ.setdefault("ESCALATION_METRICS_ADDR", "127.0.0.1:9464")
+    metrics_addr = os.environ.get("ESCALATION_METRICS_ADDR") or None
     try:
+        if metrics_addr:
+            health.parse_addr(metrics_addr)
         channels = Channels.from_env()
         links = Links.from_env(Path(args.data_dir) if args.dev else None)
         OidcConfig.from_env()  # all three variables or none
@@ -242,11 +263,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as err:
         raise SystemExit(f"configuration error: {err}") from None
     if args.dev:
-        for port in (args.port, args.ui_port, args.web_port):
+        ports: tuple[int, ...] = (args.port, args.ui_port, args.web_port)
+        if metrics_addr:
+            ports += (health.parse_addr(metrics_addr)[1],)
+        for port in ports:
             if port_in_use(port):
                 raise SystemExit(
                     f"port {port} is already in use (another `escalation-worker --dev`?); "
-                    "stop it or pick --port / --ui-port"
+                    "stop it, pick --port / --ui-port / --web-port, or set ESCALATION_METRICS_ADDR"
                 )
         data = Path(args.data_dir)
         os.environ.setdefault("DATABASE_URL", f"sqlite:///{data / 'escalations.db'}")
@@ -261,7 +285,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         web_port = args.web_port if args.dev else None
         asyncio.run(
-            _serve(settings, policy, channels, links, not args.no_migrate, web_port, masters)
+            _serve(
+                settings,
+                policy,
+                channels,
+                links,
+                not args.no_migrate,
+                web_port,
+                masters,
+                metrics_addr,
+            )
         )
     except KeyboardInterrupt:
         pass
@@ -279,6 +312,7 @@ async def _serve(
     migrate: bool,
     web_port: int | None,
     masters: MasterKeys | None,
+    metrics_addr: str | None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -295,6 +329,7 @@ async def _serve(
         migrate=migrate,
         web_port=web_port,
         masters=masters,
+        metrics_addr=metrics_addr,
     )
 
 

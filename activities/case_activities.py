@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import tracing
 from activities.channels import Channels
 from activities.records import (
     AssignmentRow,
@@ -285,6 +286,9 @@ class CaseActivities:
         deliveries = [d for m in messages for d in self._deliveries(m, snap, now)]
         if self.channels.webhook_url:
             deliveries += self._webhooks(snap, timeline, t, now)
+        if parent := tracing.traceparent():
+            for d in deliveries:
+                d["traceparent"] = parent
         await self._insert_new(s, MessageRow, deliveries)
         if t.report is not None:
             r = t.report

@@ -57,6 +57,8 @@ class Delivery:
     target: str | None = None
     payload: dict[str, Any] | None = None
     attempts: int = 0
+    queued_at: datetime | None = None
+    traceparent: str | None = None
 
 
 class Sender(Protocol):

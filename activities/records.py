@@ -143,6 +143,7 @@ class MessageRow(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    traceparent: Mapped[str | None] = mapped_column(String(64))  # the trace that queued it
 
 
 def approver_list(ids: list[str]) -> str | None:

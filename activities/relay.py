@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from activities import metrics, tracing
 from activities.channels import SEND_TIMEOUT, Channels, Delivery, Permanent, Transient
 from activities.records import MessageRow, Records, TimelineRow
 
@@ -55,6 +56,8 @@ def _delivery(row: MessageRow) -> Delivery:
         target=row.target,
         payload=row.payload,
         attempts=row.attempts,
+        queued_at=row.created_at,
+        traceparent=row.traceparent,
     )
 
 
@@ -171,7 +174,9 @@ class Relay:
         try:
             if sender is None:
                 raise Permanent(f"no {d.medium} channel is configured")
-            await asyncio.wait_for(sender.send(d), timeout=self.lease.total_seconds() / 2)
+            name = f"deliver {d.medium}"
+            with tracing.continued(d.traceparent, name, channel=d.medium, audience=d.channel):
+                await asyncio.wait_for(sender.send(d), timeout=self.lease.total_seconds() / 2)
         except Permanent as err:
             self._done.append((d, "failed", str(err) or type(err).__name__))
         except (Transient, TimeoutError) as err:
@@ -179,10 +184,11 @@ class Relay:
         except asyncio.CancelledError:
             raise
         except Exception as err:  # a sender's bug must not stop the relay: retried, logged
-            log.exception("%s delivery %s raised", d.medium, d.key)
+            log.exception("%s delivery %s raised", d.medium, d.key, extra={"case_id": d.case_id})
             self._done.append((d, "retry", f"{type(err).__name__}: {err}"))
         else:
             self._done.append((d, "sent", None))
+            metrics.delivered(d.medium, "sent", d.queued_at)
         self.wake()
 
     async def _flush(self) -> None:
@@ -200,13 +206,24 @@ class Relay:
             raise
         finally:
             self._flushing = False
+        gave_up = {d.key for d, _ in failed}
+        for d, outcome, _ in done:
+            if outcome != "sent":
+                metrics.delivered(d.medium, "failed" if d.key in gave_up else "retried")
         for d, reason in failed:
-            log.error("%s to %s failed: %s", d.medium, d.address, reason)
+            log.error(
+                "%s to %s failed: %s", d.medium, d.address, reason, extra={"case_id": d.case_id}
+            )
             if self.on_failed is not None:
                 try:
                     await self.on_failed(d, reason)
                 except Exception:  # the records have it; the running case is told best-effort
-                    log.exception("could not tell case %s about %s", d.case_id, d.key)
+                    log.exception(
+                        "could not tell case %s about %s",
+                        d.case_id,
+                        d.key,
+                        extra={"case_id": d.case_id},
+                    )
 
     async def _mark(
         self,

@@ -12,6 +12,9 @@ from typing import NoReturn
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
+from temporalio.runtime import Runtime
+
+from activities import tracing
 
 
 @dataclass(frozen=True)
@@ -30,10 +33,13 @@ class Settings:
 
 
 async def connect(
-    settings: Settings | None = None, converter: DataConverter | None = None
+    settings: Settings | None = None,
+    converter: DataConverter | None = None,
+    runtime: Runtime | None = None,
 ) -> Client:
     """A client with the desk's data converter (activities/codec.py: encrypted payloads
-    when a master key is configured)."""
+    when a master key is configured), tracing when it is set up (activities/tracing.py),
+    on `runtime` (the one whose metrics a process exports)."""
     s = settings or Settings()
     return await Client.connect(
         s.address,
@@ -41,6 +47,8 @@ async def connect(
         data_converter=converter or pydantic_data_converter,
         api_key=s.api_key,
         tls=s.tls or bool(s.api_key),
+        plugins=tracing.plugins(),
+        runtime=runtime,
     )
 
 

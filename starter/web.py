@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,9 +35,11 @@ from sqlalchemy import select
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from activities import health, logs, tracing
 from activities.codec import data_converter
 from activities.keys import KeyStore, MasterKeys
 from activities.links import ApprovalClaim, InvalidToken, Links, VerdictClaim
+from activities.metrics import Metrics
 from activities.policy_file import PolicySource
 from activities.records import MessageRow, Records
 from starter.api import with_proof
@@ -140,11 +142,15 @@ def create_app(
     host: str = "127.0.0.1",
     session_seconds: int | None = None,
     keys: KeyStore | None = None,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
     """The app; the console is there with a provider (`oidc`), or in `dev` on a loopback
     `host` ("sign in as"), and with the records to list cases from; the codec server with
-    the cases' `keys`."""
+    the cases' `keys`; `/metrics` with the SDK's too when given this process's `metrics`."""
     app = FastAPI(title="Escalation desk", docs_url=None, redoc_url=None, openapi_url=None)
+    health.count_requests(app)
+    health.add_routes(app, health.Readiness(client, records), metrics)
+    tracing.instrument_app(app)
     policy = policy or PolicySource()
     signin = SignIn(
         app,
@@ -342,10 +348,6 @@ def create_app(
         after = await handle.query("status", result_type=CaseStatus)
         return verdict_page(claim, after, outcome=done, outcome_class="ok")
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
     if dev and records is not None:
 
         @app.get("/outbox", response_class=HTMLResponse)
@@ -369,14 +371,6 @@ def create_app(
     return app
 
 
-class _Server(uvicorn.Server):
-    """Inside the worker the process's signals stay the worker's own."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def serve(
     client: Client,
     links: Links,
@@ -391,7 +385,7 @@ async def serve(
 ) -> None:
     app = create_app(client, links, records, policy, dev, oidc, host, session_seconds, keys)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-    await _Server(config).serve()
+    await health.Server(config).serve()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -403,10 +397,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--data-dir", default="data", help="where --dev keeps its secret")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
+        logs.configure()
         links = Links.from_env(Path(args.data_dir) if args.dev else None)
         oidc = OidcConfig.from_env()
         masters = MasterKeys.from_env(Path(args.data_dir) if args.dev else None)
@@ -420,12 +412,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     if oidc is None and not (args.dev and is_loopback(args.host)):
         print(f"escalation-web: {missing_console_config()}; serving the links only", flush=True)
 
+    tracing.setup("escalation-web")
+
     async def run() -> None:
         records = Records.from_url()
+        tracing.instrument_engine(records.engine)
         keys = KeyStore(records.twin(), masters) if masters else None
-        client = await connect(Settings(), data_converter(keys))
+        metrics = Metrics(records)
+        client = await connect(Settings(), data_converter(keys), metrics.runtime)
         log.info("escalation-web on http://%s:%d", args.host, args.port)
-        app = create_app(client, links, records, dev=args.dev, oidc=oidc, host=args.host, keys=keys)
+        app = create_app(
+            client,
+            links,
+            records,
+            dev=args.dev,
+            oidc=oidc,
+            host=args.host,
+            keys=keys,
+            metrics=metrics,
+        )
         config = uvicorn.Config(
             app,
             host=args.host,

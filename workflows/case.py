@@ -17,7 +17,17 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from workflows import carry, decisions, evolve, offers, projections, proofs, rules
+    from workflows import (
+        carry,
+        decisions,
+        evolve,
+        measures,
+        offers,
+        projections,
+        proofs,
+        rules,
+        tracecontext,
+    )
     from workflows import search_attributes as sa
     from workflows.activity_models import (
         AssignRequest,
@@ -83,6 +93,8 @@ class EscalationCase:
         self._recorder_stop = False
         self._reads_clock = False
         self._proving = 0  # Signals whose proof is being checked
+        self._meter = measures.Meter()
+        self._trace: dict[str, str] | None = None  # the last Update's trace, for its record
 
     @property
     def _case(self) -> CaseState:
@@ -145,6 +157,7 @@ class EscalationCase:
         prefix = f"{info.workflow_id}:{info.run_id}"
         policy = shared(ctx.policy)
         self._state = s = evolve.identify(self._opening, ctx, policy, prefix, workflow.now())
+        self._meter.record(measures.opened(s))
         if s.renotify_every and not workflow.patched(RENOTIFY):
             s.renotify_every = None
 
@@ -265,7 +278,9 @@ class EscalationCase:
         if due.kind is DueKind.WARNING and late and not quiet:
             quiet = workflow.patched(NO_LATE_WARNING)
         breached = s.sla_breached
+        self._meter.record(measures.late(due, now))
         for event in decisions.on_due(s, due, now, quiet):
+            self._meter.record(measures.of_event(s, event, now))
             evolve.apply(s, event, now)
         if s.sla_breached != breached:  # operators see a top-tier breach at once
             self._upsert_search_attributes()
@@ -315,14 +330,16 @@ class EscalationCase:
         self._recorded(mark)
 
     async def _record(self, summary: str) -> None:
-        mark = self._mutations
-        await workflow.execute_activity(
-            "record_transition",
-            self._take_transition(),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=ACTIVITY_RETRY,
-            summary=summary,
-        )
+        mark, trace = self._mutations, self._trace
+        self._trace = None
+        with tracecontext.attached(trace):
+            await workflow.execute_activity(
+                "record_transition",
+                self._take_transition(),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+                summary=summary,
+            )
         self._recorded(mark)
 
     def _recorded(self, mark: int) -> None:
@@ -394,6 +411,7 @@ class EscalationCase:
         events = self._decide(name, self._parse(name, payload))  # the state may have moved on
         s = self._case
         self._apply(events)
+        self._trace = tracecontext.current() or self._trace
         text = decisions.accepted(events, s)
         target = self._mutations
         await workflow.wait_condition(lambda: self._settled >= target)
@@ -455,6 +473,7 @@ class EscalationCase:
         self._mutations += 1
         now = workflow.now()
         for event in events:
+            self._meter.record(measures.of_event(self._case, event, now))
             evolve.apply(self._case, event, now)
 
     @workflow.signal(name="delivery_failed")

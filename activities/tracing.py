@@ -1,0 +1,108 @@
+"""Traces: OpenTelemetry, exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+
+Every client and worker carries temporalio's OpenTelemetry plugin, whose interceptor parents
+an Update's handling on the caller's span (the older TracingInterceptor only links it to the
+workflow's start), so a click in the console, its Update, the activity that records it and
+the relay's delivery of the mail it queued are one trace. The outbox row keeps the
+`traceparent` of the activity that queued it; the relay's delivery span continues from it.
+Without an endpoint nothing is set up and nothing is exported.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context, trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_configured = False
+
+
+def configured() -> bool:
+    """A tracer provider is in place (this module set one up from the environment, or a
+    test installed its own with `use`)."""
+    return _configured
+
+
+def setup(service: str) -> bool:
+    """The OTLP pipeline, when the standard environment asks for one."""
+    if _configured or not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return _configured
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from temporalio.contrib.opentelemetry import create_tracer_provider
+
+    name = os.environ.get("OTEL_SERVICE_NAME", service)
+    provider = create_tracer_provider(resource=Resource.create({"service.name": name}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    use(provider)
+    return True
+
+
+def use(provider: Any) -> None:
+    """Install `provider` as the process's tracer provider and instrument the libraries the
+    desk speaks through (HTTPX for webhooks and sign-in)."""
+    global _configured
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    trace.set_tracer_provider(provider)
+    instrumentor = HTTPXClientInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
+    _configured = True
+
+
+def plugins() -> list[Any]:
+    """What a client carries (its workers inherit it): nothing unless tracing is set up."""
+    if not _configured:
+        return []
+    from temporalio.contrib.opentelemetry import OpenTelemetryPlugin
+
+    return [OpenTelemetryPlugin(add_temporal_spans=True)]
+
+
+def instrument_engine(engine: Any) -> None:
+    if _configured:
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
+
+
+def instrument_app(app: Any) -> None:
+    if _configured:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+
+
+def traceparent() -> str | None:
+    """The current span as a W3C `traceparent`, to keep beside what it queued."""
+    if not _configured:
+        return None
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent")
+
+
+@contextmanager
+def continued(parent: str | None, name: str, **attributes: Any) -> Iterator[None]:
+    """A span under `parent` (a stored `traceparent`), or no span when tracing is off."""
+    if not _configured:
+        yield
+        return
+    ctx = _PROPAGATOR.extract({"traceparent": parent}) if parent else context.Context()
+    tracer = trace.get_tracer("escalation_desk")
+    with tracer.start_as_current_span(
+        name, context=ctx, kind=trace.SpanKind.PRODUCER, attributes=attributes
+    ):
+        yield
+
+
+def trace_id() -> str | None:
+    span = trace.get_current_span().get_span_context()
+    return format(span.trace_id, "032x") if span.is_valid else None
