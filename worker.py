@@ -169,7 +169,7 @@ async def run_worker(
 ) -> None:
     keys = KeyStore(records.twin(), masters) if masters else None
     proofs.configure(links.secret if links else os.environ.get("ESCALATION_SECRET"))
-    metrics = Metrics(records) if metrics_addr else None
+    metrics = Metrics(records, policy) if metrics_addr else None
     runtime = metrics.runtime if metrics else None
     client = await connect_with_retry(settings, data_converter(keys), runtime=runtime)
     tracing.instrument_engine(records.engine)

@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import metrics as m
+from activities import tracing
 from activities.records import Records
 
 log = logging.getLogger("health")
@@ -105,8 +106,14 @@ def count_requests(app: FastAPI) -> None:
                 m.web_request(path, status, started)
 
 
-def ops_app(readiness: Readiness, metrics: m.Metrics) -> FastAPI:
-    app = FastAPI(title="Escalation desk worker", docs_url=None, redoc_url=None, openapi_url=None)
+def ops_app(readiness: Readiness, metrics: m.Metrics | None) -> FastAPI:
+    app = FastAPI(
+        title="Escalation desk worker",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        **tracing.app_options(traced=False),
+    )
     add_routes(app, readiness, metrics)
     return app
 

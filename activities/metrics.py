@@ -9,17 +9,28 @@ Labels carry no case id and no personal data.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 import time
+import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-import httpx
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy import func, select
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 
 from activities.records import CaseRow, MessageRow, Records
 from workflows.measures import BUCKETS
+from workflows.policy import Policy
 
 NOTIFICATIONS = Counter(
     "escalation_notifications_total",
@@ -40,6 +51,11 @@ OUTBOX_OLDEST = Gauge(
 )
 CASES_OPEN = Gauge(
     "escalation_cases_open", "Cases not closed, by stage and severity", ["stage", "severity"]
+)
+POLICY_TARGETS = Gauge(
+    "escalation_policy_target_seconds",
+    "The policy's SLA targets, for dashboards to draw beside the measured times",
+    ["clock", "tier", "severity"],
 )
 WEB_REQUESTS = Counter(
     "escalation_web_requests_total", "Web app requests by route and status", ["route", "status"]
@@ -62,30 +78,43 @@ class Metrics:
     """One process's metrics: the runtime whose exporter it reads (its clients and workers
     must be made on `runtime`), and the records whose gauges each scrape refreshes."""
 
-    def __init__(self, records: Records | None = None) -> None:
-        self.records = records
+    def __init__(
+        self, records: Records | None = None, policy: Callable[[], Policy] | None = None
+    ) -> None:
+        self.records, self.policy = records, policy
         port = free_port()
         self.sdk_url = f"http://127.0.0.1:{port}/metrics"
         self.runtime = Runtime(
             telemetry=TelemetryConfig(
+                # the SDK core's own lines go through Python logging (logs.py: text or JSON)
+                logging=LoggingConfig(
+                    filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                    forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+                ),
                 metrics=PrometheusConfig(
                     bind_address=f"127.0.0.1:{port}",
                     durations_as_seconds=True,
                     unit_suffix=True,
                     histogram_bucket_overrides=BUCKETS,  # by base name
-                )
+                ),
             )
         )
-        self._http = httpx.AsyncClient(timeout=5)
 
     async def scrape(self) -> bytes:
         if self.records is not None:
             await refresh_gauges(self.records)
-        try:
-            sdk = (await self._http.get(self.sdk_url)).content
-        except httpx.HTTPError:  # the exporter is this process's own: only while starting
+        if self.policy is not None:
+            show_targets(self.policy())
+        try:  # not through HTTPX: an instrumented client would trace every scrape
+            sdk = await asyncio.to_thread(_fetch, self.sdk_url)
+        except OSError:  # the exporter is this process's own: only while starting
             sdk = b""
         return own() + b"\n" + sdk
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return bytes(answer.read())
 
 
 def own() -> bytes:
@@ -123,6 +152,14 @@ async def refresh_gauges(records: Records) -> None:
             if oldest.tzinfo is None:
                 oldest = oldest.replace(tzinfo=UTC)
             OUTBOX_OLDEST.labels(medium).set(max(0.0, (now - oldest).total_seconds()))
+
+
+def show_targets(policy: Policy) -> None:
+    POLICY_TARGETS.clear()
+    for tier in policy.tiers:
+        for clock, targets in (("ack", tier.ack), ("resolve", tier.resolve)):
+            for severity, target in targets.items():
+                POLICY_TARGETS.labels(clock, str(tier.level), severity).set(target)  # seconds
 
 
 def delivered(medium: str, outcome: str, queued_at: datetime | None = None) -> None:

@@ -170,26 +170,38 @@ class Relay:
             return [_delivery(r) for r in rows.all()]
 
     async def _send(self, d: Delivery) -> None:
+        name = f"deliver {d.medium}"
+        with tracing.continued(d.traceparent, name, channel=d.medium, audience=d.channel):
+            outcome, reason = await self._attempt(d)
+            if outcome == "sent":
+                metrics.delivered(d.medium, "sent", d.queued_at)
+                log.info(
+                    "%s accepted for %s: %s [%s]",
+                    d.medium,
+                    d.recipient,
+                    d.subject,
+                    d.key,
+                    extra={"case_id": d.case_id},
+                )
+        self._done.append((d, outcome, reason))
+        self.wake()
+
+    async def _attempt(self, d: Delivery) -> tuple[str, str | None]:
         sender = self.channels.senders.get(d.medium)
         try:
             if sender is None:
                 raise Permanent(f"no {d.medium} channel is configured")
-            name = f"deliver {d.medium}"
-            with tracing.continued(d.traceparent, name, channel=d.medium, audience=d.channel):
-                await asyncio.wait_for(sender.send(d), timeout=self.lease.total_seconds() / 2)
+            await asyncio.wait_for(sender.send(d), timeout=self.lease.total_seconds() / 2)
         except Permanent as err:
-            self._done.append((d, "failed", str(err) or type(err).__name__))
+            return "failed", str(err) or type(err).__name__
         except (Transient, TimeoutError) as err:
-            self._done.append((d, "retry", str(err) or type(err).__name__))
+            return "retry", str(err) or type(err).__name__
         except asyncio.CancelledError:
             raise
         except Exception as err:  # a sender's bug must not stop the relay: retried, logged
             log.exception("%s delivery %s raised", d.medium, d.key, extra={"case_id": d.case_id})
-            self._done.append((d, "retry", f"{type(err).__name__}: {err}"))
-        else:
-            self._done.append((d, "sent", None))
-            metrics.delivered(d.medium, "sent", d.queued_at)
-        self.wake()
+            return "retry", f"{type(err).__name__}: {err}"
+        return "sent", None
 
     async def _flush(self) -> None:
         """Record what the channels said, many rows per transaction."""

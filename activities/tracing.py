@@ -10,11 +10,13 @@ Without an endpoint nothing is set up and nothing is exported.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from fastapi import FastAPI
 from opentelemetry import context, trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -70,14 +72,31 @@ def instrument_engine(engine: Any) -> None:
     if _configured:
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
-        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
+        # its declared range ends below the SQLAlchemy in use; the event API it hooks is stable
+        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
+
+
+QUIET_PATHS = ("/healthz", "/readyz", "/metrics")
+# FastAPI from 0.16x traces its requests itself once a tracer provider is set; the
+# instrumentation package would then trace each request twice
+NATIVE_FASTAPI = "telemetry" in inspect.signature(FastAPI).parameters
+
+
+def app_options(traced: bool = True) -> dict[str, Any]:
+    """FastAPI(...) options: requests traced but for health checks and scrapes (`traced`),
+    or not at all (the worker's operations endpoints)."""
+    if not NATIVE_FASTAPI:
+        return {}
+    if not traced:
+        return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    return {"telemetry": {"exclude": lambda scope: scope.get("path") in QUIET_PATHS}}
 
 
 def instrument_app(app: Any) -> None:
-    if _configured:
+    if _configured and not NATIVE_FASTAPI:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+        FastAPIInstrumentor.instrument_app(app, excluded_urls=",".join(QUIET_PATHS))
 
 
 def traceparent() -> str | None:

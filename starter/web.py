@@ -147,7 +147,13 @@ def create_app(
     """The app; the console is there with a provider (`oidc`), or in `dev` on a loopback
     `host` ("sign in as"), and with the records to list cases from; the codec server with
     the cases' `keys`; `/metrics` with the SDK's too when given this process's `metrics`."""
-    app = FastAPI(title="Escalation desk", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Escalation desk",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        **tracing.app_options(),
+    )
     health.count_requests(app)
     health.add_routes(app, health.Readiness(client, records), metrics)
     tracing.instrument_app(app)
@@ -418,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         records = Records.from_url()
         tracing.instrument_engine(records.engine)
         keys = KeyStore(records.twin(), masters) if masters else None
-        metrics = Metrics(records)
+        metrics = Metrics(records, PolicySource())
         client = await connect(Settings(), data_converter(keys), metrics.runtime)
         log.info("escalation-web on http://%s:%d", args.host, args.port)
         app = create_app(

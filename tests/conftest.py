@@ -125,7 +125,12 @@ async def dev_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Wor
 
 
 def start_worker_process(
-    address: str, task_queue: str, db_url: str, log: Path, policy: Path | None = None
+    address: str,
+    task_queue: str,
+    db_url: str,
+    log: Path,
+    policy: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """`escalation-worker` as its own process, the way an operator runs it."""
     env = {
@@ -134,6 +139,7 @@ def start_worker_process(
         "ESCALATION_TASK_QUEUE": task_queue,
         "DATABASE_URL": db_url,
         "ESCALATION_SECRET": TEST_SECRET,
+        **(env or {}),
     }
     if policy is None:  # the bundled one, closing at the resolution (see `policy`)
         policy = log.with_name(f"{log.stem}-policy.toml")
