@@ -66,10 +66,13 @@ def start_worker(
     db_url: str,
     policy: Path | None = None,
     encrypt: bool = True,
+    extra: dict[str, str] | None = None,
 ) -> Proc:
-    """A worker process; a case worker encrypts its cases' payloads unless `encrypt` is off."""
+    """A worker process; a case worker encrypts its cases' payloads unless `encrypt` is off;
+    `extra` environment (bench/observed.py: metrics and tracing on)."""
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        **(extra or {}),
         "TEMPORAL_ADDRESS": address,
         "ESCALATION_TASK_QUEUE": task_queue,
         "DATABASE_URL": db_url,

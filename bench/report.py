@@ -56,6 +56,15 @@ def judge(report: Report) -> None:
     p50, p99 = u["case_p50"] / u["baseline_p50"], u["case_p99"] / u["baseline_p99"]
     report.target("approval update p50 vs baseline", p50, 1.5, p50 <= 1.5, "x")
     report.target("approval update p99 vs baseline", p99, 2.0, p99 <= 2.0, "x")
+    for key in (k for k in r if k.startswith("throughput_observed_n")):
+        on, off = r[key], r[key.replace("_observed", "")]
+        cost = 1 - on["cases_per_s"] / off["cases_per_s"]
+        name = f"metrics + tracing on: throughput cost (N={on['n']})"
+        report.target(name, cost * 100, 5, cost <= 0.05, "%")
+    if "approval_update_ms_observed" in r:
+        on, off = r["approval_update_ms_observed"], r["approval_update_ms"]
+        cost = on["case_p50"] / off["case_p50"] - 1
+        report.target("metrics + tracing on: approval p50 cost", cost * 100, 5, cost <= 0.05, "%")
     late = r["escalation_lateness_s"]["p99"]
     report.target(
         f"escalation lateness p99 ({r['escalation_lateness_s']['open_cases']} open)",
@@ -105,6 +114,15 @@ def markdown(report: Report) -> str:
                 t["baseline_per_s"],
             )
         )
+    for key in (k for k in r if k.startswith("throughput_observed_n")):
+        t = r[key]
+        rows.append(
+            (
+                f"workflows/s, N={t['n']}, **metrics and tracing on**",
+                t["cases_per_s"],
+                t["baseline_per_s"],
+            )
+        )
     ch, bh = r["case_history"], r["baseline_history"]
     rows.append(("billable actions per happy path", ch["actions"], bh["actions"]))
     rows.append(("history events per happy path", ch["events"], bh["events"]))
@@ -123,6 +141,15 @@ def markdown(report: Report) -> str:
                 "approval update p50 / p99 (ms), **not encrypted**",
                 f"{up['case_p50']} / {up['case_p99']}",
                 f"{up['baseline_p50']} / {up['baseline_p99']}",
+            )
+        )
+    if "approval_update_ms_observed" in r:
+        uo = r["approval_update_ms_observed"]
+        rows.append(
+            (
+                "approval update p50 / p99 (ms), **metrics and tracing on**",
+                f"{uo['case_p50']} / {uo['case_p99']}",
+                f"{uo['baseline_p50']} / {uo['baseline_p99']}",
             )
         )
     late = r["escalation_lateness_s"]

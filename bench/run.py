@@ -26,6 +26,7 @@ from activities.codec import data_converter
 from activities.keys import KeyStore, MasterKeys
 from activities.records import Records, make_engine
 from bench.console import console_latency
+from bench.observed import observing
 from bench.processes import BENCH_MASTER, start_worker
 from bench.report import Report, judge, markdown
 from bench.workloads import kill_one, parked, throughput, timer_precision, update_latency
@@ -60,18 +61,26 @@ async def main_async(small: bool) -> Report:
         case_worker = start_worker("case", address, case_tq, db_url)
         plain_worker = start_worker("case", address, plain_tq, db_url, encrypt=False)
         base_worker = start_worker("baseline", address, base_tq, db_url)
+        observed_tq = f"observed-{uuid.uuid4().hex[:6]}"
         samples = 20 if small else 100
-        try:
-            print("throughput (encrypted cases, then plain ones)")
-            await throughput(report, client, sealed, case_tq, base_tq, sizes)
-            await throughput(report, client, client, plain_tq, base_tq, sizes[-1:], "_plain")
-            print("approval update round-trip")
-            await update_latency(report, client, sealed, case_tq, base_tq, samples)
-            await update_latency(report, client, client, plain_tq, base_tq, samples, "_plain")
-        finally:
-            case_worker.stop()
-            plain_worker.stop()
-            base_worker.stop()
+        async with observing() as watched:
+            observed_worker = start_worker("case", address, observed_tq, db_url, extra=watched)
+            try:
+                print("throughput (encrypted cases; plain ones; metrics and tracing on)")
+                await throughput(report, client, sealed, case_tq, base_tq, sizes)
+                await throughput(report, client, client, plain_tq, base_tq, sizes[-1:], "_plain")
+                await throughput(
+                    report, client, sealed, observed_tq, base_tq, sizes[-1:], "_observed"
+                )
+                print("approval update round-trip")
+                await update_latency(report, client, sealed, case_tq, base_tq, samples)
+                await update_latency(report, client, client, plain_tq, base_tq, samples, "_plain")
+                await update_latency(
+                    report, client, sealed, observed_tq, base_tq, samples, "_observed"
+                )
+            finally:
+                for proc in (case_worker, plain_worker, base_worker, observed_worker):
+                    proc.stop()
         print("escalation timer precision")
         await timer_precision(
             report, sealed, address, db_url, 50 if small else 1000, 10 if small else 100

@@ -10,10 +10,12 @@ import signal
 
 from temporalio.worker import Worker
 
+from activities import health, tracing
 from activities.case_activities import CaseActivities
 from activities.channels import Channels
 from activities.codec import data_converter
 from activities.keys import KeyStore, MasterKeys
+from activities.metrics import Metrics
 from activities.migrate import upgrade
 from activities.policy_file import PolicySource
 from activities.records import Records
@@ -30,7 +32,12 @@ async def serve(kind: str, max_cached: int) -> None:
     records = Records.from_url() if kind == "case" else None
     masters = MasterKeys.from_env()
     keys = KeyStore(records.twin(), masters) if records is not None and masters else None
-    client = await connect(settings, data_converter(keys))
+    # metrics and tracing on when the run observes this worker (bench/observed.py)
+    addr = os.environ.get("ESCALATION_METRICS_ADDR")
+    metrics = Metrics(records, PolicySource()) if addr and records is not None else None
+    if tracing.setup("bench-worker") and records is not None:
+        tracing.instrument_engine(records.engine)
+    client = await connect(settings, data_converter(keys), metrics.runtime if metrics else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -54,9 +61,16 @@ async def serve(kind: str, max_cached: int) -> None:
         relay = asyncio.create_task(outbox.run())
         acts = CaseActivities(records, channels, PolicySource(), queued=outbox.wake)
         worker = build_worker(client, settings.task_queue, acts, max_cached_workflows=max_cached)
+    ops: asyncio.Task[None] | None = None
+    if metrics is not None and addr is not None:
+        app = health.ops_app(health.Readiness(client, records, worker), metrics)
+        ops = asyncio.create_task(health.serve(app, addr))
     async with worker:
         print("ready", flush=True)
         await stop.wait()
+    if ops is not None:
+        ops.cancel()
+        await asyncio.gather(ops, return_exceptions=True)
     if relay is not None and outbox is not None:
         outbox.stop()
         await asyncio.gather(relay, return_exceptions=True)
