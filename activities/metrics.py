@@ -17,7 +17,14 @@ import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from sqlalchemy import func, select
 from temporalio.runtime import (
     LogForwardingConfig,
@@ -31,6 +38,8 @@ from temporalio.runtime import (
 from activities.records import CaseRow, MessageRow, Records
 from workflows.measures import BUCKETS
 from workflows.policy import Policy
+
+disable_created_metrics()  # no `_created` series beside every counter and histogram
 
 NOTIFICATIONS = Counter(
     "escalation_notifications_total",

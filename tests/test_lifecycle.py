@@ -11,15 +11,19 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from temporalio.client import WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.testing import WorkflowEnvironment
 
 from activities.records import CaseRow, Records, ReportRow
 from starter.api import CaseError
 from starter.reporting import build_report, write_chart
-from workflows.models import CaseStatus
+from workflows import carry
+from workflows.models import WORKFLOW_TYPE, CaseStatus, MessageResult, workflow_id_for
 from workflows.policy import Policy
 
 from .conftest import Desk
+from .core_cases import assigned, identified
 
 WEEK = timedelta(days=7)
 
@@ -232,3 +236,41 @@ async def test_the_desk_report_counts_ratings_reopens_and_root_causes(
     assert rep.resolution_hours["p99"] is not None and rep.resolution_hours["p99"] < 24  # not 7d
     chart = write_chart(rep, tmp_path / "report.png")
     assert chart.stat().st_size > 10_000
+
+
+async def test_a_message_in_the_first_task_of_a_continued_run_is_taken(
+    dev_env: WorkflowEnvironment, records: Records, policy: Policy
+) -> None:
+    """A message that reaches a long case's next run together with its start (the first
+    workflow task) is handled by the carried state, not refused as "still being identified"."""
+    desk = Desk(dev_env, records, policy)
+    async with desk.worker():
+        cid, st = await desk.open_assigned(severity="low")
+        who = st.assignee
+        assert who is not None
+        await desk.api.handle(cid).terminate("replaced by its carried run")
+        # the same case, as a run would carry it across continue-as-new
+        state = assigned(identified(case_id=cid), who)
+        start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+            WORKFLOW_TYPE,
+            carry.carried(state, 50),
+            id=workflow_id_for(cid),
+            task_queue=desk.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+        answer = await desk.client.execute_update_with_start_workflow(
+            "acknowledge",
+            {"by": who},
+            start_workflow_operation=start,
+            result_type=MessageResult,
+        )
+        assert answer.accepted, answer
+        # (its deadlines, carried from the core's fixed clock, have passed: it escalates next)
+        status = await desk.api.status(cid)
+        assert any(e.what == "acknowledged" and e.by == who for e in status.timeline)
+        assert status.assignee is not None
+        await desk.api.send(cid, "resolve", {"by": status.assignee, "resolution": "settled"})
+        after = await desk.api.status(cid)
+    assert after.stage == "resolved"  # its carried policy keeps it open for a reopen
+    assert [e.what for e in after.timeline].count("acknowledged") == 1

@@ -82,7 +82,10 @@ class Rejected(ApplicationError):
 
 
 class EscalationCase:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, raw: Any) -> None:
+        """With the input, before any message is handled: a long case's next run has its
+        carried state when the first message across the boundary arrives."""
         self._opening = Opening()
         self._state: CaseState | None = None  # from identify on
         self._step = 0  # transitions taken for the records
@@ -95,6 +98,9 @@ class EscalationCase:
         self._proving = 0  # Signals whose proof is being checked
         self._meter = measures.Meter()
         self._trace: dict[str, str] | None = None  # the last Update's trace, for its record
+        if carry.is_carried(raw):  # a long case, continued as new: it carries on as it was
+            self._state, self._step = carry.restored(raw)
+            self._opening.case, self._opening.opened_at = self._case.case, self._case.opened_at
 
     @property
     def _case(self) -> CaseState:
@@ -105,10 +111,7 @@ class EscalationCase:
 
     @workflow.run
     async def run(self, raw: Any) -> CaseReport:
-        if carry.is_carried(raw):  # a long case, continued as new: it carries on as it was
-            self._state, self._step = carry.restored(raw)
-            self._opening.case, self._opening.opened_at = self._case.case, self._case.opened_at
-        else:
+        if not carry.is_carried(raw):  # else __init__ restored the carried state
             try:
                 case = case_input(raw, workflow.info().workflow_id)
             except ValueError as err:
