@@ -73,7 +73,7 @@ class Relay:
         max_attempts: int = 25,
         lease: float = 2 * SEND_TIMEOUT,
         batch: int = 200,
-        poll: float = 1.0,
+        poll: float = 30.0,
     ) -> None:
         self.records = records
         self.channels = channels
@@ -120,7 +120,7 @@ class Relay:
                     task.add_done_callback(self._inflight.discard)
                 if len(claimed) < room and not self._stopping:  # nothing more is due now
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.poll)
+                        await asyncio.wait_for(self._wake.wait(), await self._idle())
         finally:
             for task in list(self._inflight):
                 task.cancel()
@@ -145,6 +145,32 @@ class Relay:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"{due} deliveries still queued after {within}s")
             await asyncio.sleep(0.05)
+
+    async def _idle(self) -> float:
+        """How long to sleep with nothing due: until the next retry or the end of a lease
+        (another relay's, which died holding it), else `poll`. New rows wake the relay
+        (`wake`, from the activities that queue them); `poll` only catches rows queued by
+        a process whose relay is gone."""
+        now = _now()
+        try:
+            async with self.records.transaction() as s:
+                queued = MessageRow.status == "queued"
+                retry = await s.scalar(
+                    select(func.min(MessageRow.next_attempt_at)).where(
+                        queued, MessageRow.next_attempt_at > now
+                    )
+                )
+                lease = await s.scalar(
+                    select(func.min(MessageRow.lease_until)).where(
+                        queued, MessageRow.lease_until > now
+                    )
+                )
+        except (SQLAlchemyError, OSError):
+            return min(self.poll, 1.0)  # the records are away: look again soon
+        soonest = min((t for t in (retry, lease) if t is not None), default=None)
+        if soonest is None:
+            return self.poll
+        return max(0.01, min(self.poll, (soonest - now).total_seconds() + 0.01))
 
     @staticmethod
     def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:

@@ -16,6 +16,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
+    Priority,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -155,6 +156,11 @@ def static_details(case: CaseInput) -> str:
     return "\n\n".join(lines)
 
 
+# Task-queue priority by severity (1 first; 3 is the server's default): where workflow tasks
+# wait on the server, a critical case's (its timers' too) go before a flood of low ones.
+PRIORITY = {"critical": 1, "high": 2, "medium": 3, "low": 4}
+
+
 class CaseClient:
     def __init__(self, client: Client, task_queue: str = "escalations") -> None:
         self.client = client
@@ -191,6 +197,7 @@ class CaseClient:
                 ),
                 static_summary=static_summary(case),
                 static_details=static_details(case),
+                priority=Priority(priority_key=PRIORITY[case.severity]),
             )
             return OpenedCase(case.case_id, wid, handle.result_run_id, created=True)
         except WorkflowAlreadyStartedError:
