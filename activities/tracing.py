@@ -59,6 +59,14 @@ def use(provider: Any) -> None:
     _configured = True
 
 
+def flush(timeout_ms: int = 5000) -> None:
+    """Export what the batch holds (a process leaving by os._exit skips atexit)."""
+    if _configured:
+        provider: Any = trace.get_tracer_provider()
+        if hasattr(provider, "force_flush"):
+            provider.force_flush(timeout_ms)
+
+
 def plugins() -> list[Any]:
     """What a client carries (its workers inherit it): nothing unless tracing is set up."""
     if not _configured:

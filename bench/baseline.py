@@ -8,7 +8,7 @@ server and machine can do for that shape.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import activity, workflow
 
@@ -62,3 +62,17 @@ class BaselineCase:
     @workflow.query(name="ready")
     def ready(self) -> bool:
         return self._ready
+
+
+@workflow.defn(name="HerdSleeper")
+class HerdSleeper:
+    """Sleeps to one instant, runs one activity, and says how late it finished (s): a
+    thousand of them together are the floor the server sets for a herd of deadlines."""
+
+    @workflow.run
+    async def run(self, until: datetime) -> float:
+        wait = until - workflow.now()
+        if wait > timedelta(0):
+            await workflow.sleep(wait)
+        await workflow.execute_activity(noop, "woke", start_to_close_timeout=NOOP_TIMEOUT)
+        return (workflow.now() - until).total_seconds()

@@ -73,6 +73,20 @@ def judge(report: Report) -> None:
         late <= 1.0,
         "s",
     )
+    if "flood" in r:
+        f = r["flood"]["lateness_s"]["p99"]
+        name = f"flood: escalation lateness p99 ({r['flood']['opened']} cases being opened)"
+        report.target(name, f, 1.0, f <= 1.0, "s")
+    if "herd" in r and "bare_herd" in r:
+        desk, bare = (
+            r["herd"]["escalation_lateness_s"]["max"],
+            r["bare_herd"]["finished_late_s"]["max"],
+        )
+        ratio = desk / bare if desk is not None and bare else None
+        name = f"herd: last escalation vs last bare workflow ({r['herd']['cases']} at once)"
+        report.target(name, ratio, 1.5, ratio is not None and ratio <= 1.5, "x")
+        lag = r["herd"]["delivery_after_its_transition_s"]["p99"]
+        report.target("herd: delivery after its transition p99", lag, 2.0, lag <= 2.0, "s")
     p = r["parked"]
     cpu = p["case"]["idle_cpu_pct_of_core"]
     report.target(f"worker idle CPU, {p['parked']} parked", cpu, 1.0, cpu <= 1.0, "% core")
@@ -160,6 +174,36 @@ def markdown(report: Report) -> str:
             "—",
         )
     )
+    if "flood" in r:
+        f = r["flood"]
+        rows.append(
+            (
+                f"flood: {f['probes']} critical deadlines while {f['opened']} cases open "
+                f"({f['opened_per_s']}/s, assigned {f['assigned_per_s']}/s): lateness "
+                "p50 / p99 / max (s)",
+                f"{f['lateness_s']['p50']} / {f['lateness_s']['p99']} / {f['lateness_s']['max']}",
+                "—",
+            )
+        )
+    if "herd" in r:
+        h, hb = r["herd"], r.get("bare_herd", {}).get("finished_late_s", {})
+        e, d = h["escalation_lateness_s"], h["delivery_after_the_deadline_s"]
+        rows.append(
+            (
+                f"herd: {h['cases']} deadlines in one second, late p50 / p99 / last (s)",
+                f"{e['p50']} / {e['p99']} / {e['max']}",
+                f"{hb.get('p50')} / {hb.get('p99')} / {hb.get('max')}",
+            )
+        )
+        lag = h["delivery_after_its_transition_s"]
+        rows.append(
+            (
+                "herd: messages sent after their transition p50 / p99 (s); after the "
+                "deadline p50 / last",
+                f"{lag['p50']} / {lag['p99']}; {d['p50']} / {d['max']}",
+                "—",
+            )
+        )
     p = r["parked"]
     c, b = p["case"], p["baseline"]
     rows.append(

@@ -25,6 +25,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from activities.codec import data_converter
 from activities.keys import KeyStore, MasterKeys
 from activities.records import Records, make_engine
+from bench.busy import bare_herd, flood, herd
 from bench.console import console_latency
 from bench.observed import observing
 from bench.processes import BENCH_MASTER, start_worker
@@ -85,6 +86,15 @@ async def main_async(small: bool) -> Report:
         await timer_precision(
             report, sealed, address, db_url, 50 if small else 1000, 10 if small else 100
         )
+        print("a flood of new cases while critical deadlines fall")
+        await flood(report, sealed, address, db_url, 200 if small else 3000, 5 if small else 20)
+        print("a herd of business-hours deadlines in one second, and a bare herd")
+        await herd(report, sealed, address, db_url, 100 if small else 1000, 45 if small else 150)
+        herd_base = start_worker("baseline", address, base_tq, db_url)
+        try:
+            await bare_herd(report, client, base_tq, 100 if small else 1000, 20 if small else 40)
+        finally:
+            herd_base.stop()
         print("parked cases")
 
         async def console(wids: list[str]) -> None:

@@ -20,7 +20,7 @@ from activities.migrate import upgrade
 from activities.policy_file import PolicySource
 from activities.records import Records
 from activities.relay import Relay
-from bench.baseline import BaselineCase, noop
+from bench.baseline import BaselineCase, HerdSleeper, noop
 from starter.config import Settings, connect, exit_now
 from worker import build_worker
 from workflows import proofs
@@ -49,7 +49,7 @@ async def serve(kind: str, max_cached: int) -> None:
         worker = Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=[BaselineCase],
+            workflows=[BaselineCase, HerdSleeper],
             activities=[noop],
             max_cached_workflows=max_cached,
         )

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from activities import tracing
 from activities.erasure import StillOpen, cases_of, erase
 from activities.keys import MASTER, MasterKeys, erased_at, rotate
 from activities.migrate import current, head, upgrade
@@ -454,6 +455,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    tracing.setup("escalate")  # with OTEL_EXPORTER_OTLP_ENDPOINT: a command is a trace
     try:
         code = asyncio.run(COMMANDS[args.command](args))
     except CaseError as err:

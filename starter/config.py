@@ -60,6 +60,7 @@ def exit_now(code: int) -> NoReturn:
     PyGILState_Release" and exit status 134 (temporalio/sdk-python#300). A backend scripting
     `escalate` needs the real exit status, so the entry points end here instead.
     """
+    tracing.flush()  # spans still in the batch go out first
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # closed or broken pipe

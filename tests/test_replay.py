@@ -19,10 +19,10 @@ from workflows.case import (
     CONTINUE_AS_NEW,
     RENOTIFY,
     RESOLVED_STAGE,
-    SIGNAL_PROOF,
     TIMER_CLOCK,
     EscalationCase,
 )
+from workflows.handlers import SIGNAL_PROOF
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 TEXTS = {path: path.read_text() for path in HISTORIES}

@@ -15,8 +15,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
     from workflows import (
         carry,
         decisions,
@@ -24,7 +22,6 @@ with workflow.unsafe.imports_passed_through():
         measures,
         offers,
         projections,
-        proofs,
         rules,
         tracecontext,
     )
@@ -34,22 +31,17 @@ with workflow.unsafe.imports_passed_through():
         AssignResult,
         CustomerContext,
         OpenCaseRequest,
-        ProofClaim,
         Transition,
     )
-    from workflows.events import Assigned, AssignmentStarted, Event
-    from workflows.handlers import message_handlers
-    from workflows.messages import MESSAGES, tagged
+    from workflows.events import Assigned, AssignmentStarted
+    from workflows.handlers import MessageIntake, register_messages
     from workflows.models import (
         WORKFLOW_TYPE,
         CaseInput,
         CaseReport,
         CaseStatus,
-        MessageResult,
         Stage,
-        Strict,
         case_input,
-        describe_validation_error,
     )
     from workflows.policy import shared
     from workflows.state import CaseState, Due, DueKind, Opening
@@ -61,7 +53,7 @@ NO_LATE_WARNING = "no-late-warning"  # no warning once its deadline has passed a
 RENOTIFY = "renotify"  # an unacknowledged assignee is paged again (policy renotify_every)
 RESOLVED_STAGE = "resolved-stage"  # resolved cases stay open for the reopen window
 CONTINUE_AS_NEW = "continue-as-new"  # a long case carries its state into a new run
-SIGNAL_PROOF = "signal-proof"  # a Signal's proof is checked (a local activity) before it acts
+# (and SIGNAL_PROOF, with the message intake in handlers.py)
 
 MAX_HISTORY_EVENTS = 2_000  # well below the server's limits (50k events, 50 MB)
 
@@ -74,14 +66,7 @@ ACTIVITY_RETRY = RetryPolicy(
 )
 
 
-class Rejected(ApplicationError):
-    """A message refused by validation: reaches an Update's caller, never fails the case."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, type="MessageRejected", non_retryable=True)
-
-
-class EscalationCase:
+class EscalationCase(MessageIntake):
     @workflow.init
     def __init__(self, raw: Any) -> None:
         """With the input, before any message is handled: a long case's next run has its
@@ -101,11 +86,6 @@ class EscalationCase:
         if carry.is_carried(raw):  # a long case, continued as new: it carries on as it was
             self._state, self._step = carry.restored(raw)
             self._opening.case, self._opening.opened_at = self._case.case, self._case.opened_at
-
-    @property
-    def _case(self) -> CaseState:
-        assert self._state is not None
-        return self._state
 
     # --- run ----------------------------------------------------------------------------
 
@@ -396,89 +376,6 @@ class EscalationCase:
             report=projections.report(s, workflow.now()) if s.stage == "resolved" else None,
         )
 
-    # --- messages -------------------------------------------------------------------------
-
-    def _parse(self, name: str, payload: Any) -> Strict:
-        try:
-            return tagged(MESSAGES[name].parse(payload), "update")
-        except ValidationError as err:
-            raise Rejected(f"invalid {name}: {describe_validation_error(err)}") from None
-
-    def _decide(self, name: str, msg: Strict) -> list[Event]:
-        decision = decisions.decide(self._state, name, msg, workflow.now())
-        if isinstance(decision, decisions.Refused):
-            raise Rejected(decision.reason)
-        return decision
-
-    async def _on_update(self, name: str, payload: Any) -> MessageResult:
-        events = self._decide(name, self._parse(name, payload))  # the state may have moved on
-        s = self._case
-        self._apply(events)
-        self._trace = tracecontext.current() or self._trace
-        text = decisions.accepted(events, s)
-        target = self._mutations
-        await workflow.wait_condition(lambda: self._settled >= target)
-        return MessageResult(
-            accepted=True, message=text, stage=s.stage, tier=s.tier, assignee=s.assignee
-        )
-
-    def _check_proof(self, name: str, msg: Strict) -> None:
-        """Validators only (they do not run on replay, so the secret may change later)."""
-        claim = proofs.claim_for(self._state, name, msg)
-        if claim is not None and (reason := proofs.check_claim(claim, workflow.now())):
-            raise Rejected(reason)
-
-    async def _proven_signal(self, name: str, msg: Strict, claim: ProofClaim) -> None:
-        """A Signal that needs a proof acts once a local activity (its answer recorded, so
-        replay does not depend on the secret) has found the proof good."""
-        try:
-            reason: str = await workflow.execute_local_activity(
-                "check_proof",
-                claim,
-                result_type=str,
-                start_to_close_timeout=timedelta(seconds=10),
-                summary=f"Check the proof of {name} by {claim.by}",
-            )
-            if reason:
-                self._ignore(name, reason)
-            else:
-                self._signal_decided(name, msg)
-        finally:
-            self._proving -= 1
-
-    def _on_signal(self, name: str, payload: Any) -> None:
-        """Fire-and-forget: an invalid signal is noted in the timeline and otherwise ignored."""
-        try:
-            msg = tagged(MESSAGES[name].parse(payload), "signal")
-        except ValidationError as err:
-            self._ignore(name, describe_validation_error(err))
-            return
-        claim = proofs.claim_for(self._state, name, msg)
-        if claim is not None and workflow.patched(SIGNAL_PROOF):
-            self._proving += 1
-            asyncio.create_task(self._proven_signal(name, msg, claim))
-            return
-        self._signal_decided(name, msg)
-
-    def _signal_decided(self, name: str, msg: Strict) -> None:
-        decision = decisions.decide(self._state, name, msg, workflow.now())
-        if isinstance(decision, decisions.Refused):
-            if self._state is None or self._state.stage != "closed":
-                self._ignore(name, decision.reason)
-            return
-        self._apply(decision)
-
-    def _ignore(self, name: str, reason: str) -> None:
-        self._mutations += 1
-        evolve.ignore(self._state or self._opening, name, reason, workflow.now())
-
-    def _apply(self, events: list[Event]) -> None:
-        self._mutations += 1
-        now = workflow.now()
-        for event in events:
-            self._meter.record(measures.of_event(self._case, event, now))
-            evolve.apply(self._case, event, now)
-
     @workflow.signal(name="delivery_failed")
     def delivery_failed(self, details: str) -> None:
         """The relay gave a message up (the records have the line): the timeline says so."""
@@ -507,8 +404,5 @@ class EscalationCase:
         workflow.set_current_details(projections.details(self._state))
 
 
-for _message in MESSAGES.values():
-    _update, _signal = message_handlers(_message.name)
-    setattr(EscalationCase, _message.name, _update)
-    setattr(EscalationCase, f"{_message.name}_signal", _signal)
+register_messages(EscalationCase)
 workflow.defn(name=WORKFLOW_TYPE)(EscalationCase)

@@ -1,13 +1,130 @@
-"""The Temporal handlers of one message, made from the registry: an Update with its
-validator and a Signal of the same name (two methods, since they share the name)."""
+"""How a case takes messages: the Temporal handlers of each message in the registry (an
+Update with its validator, and a Signal of the same name), and the intake they share:
+parse, decide, check the proof, apply. The case shell (case.py) inherits the intake."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
-from workflows.models import MessageResult
+from workflows import decisions, evolve, measures, proofs, tracecontext
+from workflows.activity_models import ProofClaim
+from workflows.events import Event
+from workflows.messages import MESSAGES, tagged
+from workflows.models import MessageResult, Strict, describe_validation_error
+from workflows.state import CaseState, Opening
+
+SIGNAL_PROOF = "signal-proof"  # a patch: a Signal's proof is checked (a local activity) first
+
+
+class Rejected(ApplicationError):
+    """A message refused by validation: reaches an Update's caller, never fails the case."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type="MessageRejected", non_retryable=True)
+
+
+class MessageIntake:
+    """What every message goes through; the state and counters are the case's own."""
+
+    _state: CaseState | None
+    _opening: Opening
+    _mutations: int  # messages applied or noted
+    _settled: int  # of those, how many the records have
+    _proving: int  # Signals whose proof is being checked
+    _trace: dict[str, str] | None
+    _meter: measures.Meter
+
+    @property
+    def _case(self) -> CaseState:
+        assert self._state is not None
+        return self._state
+
+    def _parse(self, name: str, payload: Any) -> Strict:
+        try:
+            return tagged(MESSAGES[name].parse(payload), "update")
+        except ValidationError as err:
+            raise Rejected(f"invalid {name}: {describe_validation_error(err)}") from None
+
+    def _decide(self, name: str, msg: Strict) -> list[Event]:
+        decision = decisions.decide(self._state, name, msg, workflow.now())
+        if isinstance(decision, decisions.Refused):
+            raise Rejected(decision.reason)
+        return decision
+
+    async def _on_update(self, name: str, payload: Any) -> MessageResult:
+        events = self._decide(name, self._parse(name, payload))  # the state may have moved on
+        s = self._case
+        self._apply(events)
+        self._trace = tracecontext.current() or self._trace
+        text = decisions.accepted(events, s)
+        target = self._mutations
+        await workflow.wait_condition(lambda: self._settled >= target)
+        return MessageResult(
+            accepted=True, message=text, stage=s.stage, tier=s.tier, assignee=s.assignee
+        )
+
+    def _check_proof(self, name: str, msg: Strict) -> None:
+        """Validators only (they do not run on replay, so the secret may change later)."""
+        claim = proofs.claim_for(self._state, name, msg)
+        if claim is not None and (reason := proofs.check_claim(claim, workflow.now())):
+            raise Rejected(reason)
+
+    async def _proven_signal(self, name: str, msg: Strict, claim: ProofClaim) -> None:
+        """A Signal that needs a proof acts once a local activity (its answer recorded, so
+        replay does not depend on the secret) has found the proof good."""
+        try:
+            reason: str = await workflow.execute_local_activity(
+                "check_proof",
+                claim,
+                result_type=str,
+                start_to_close_timeout=timedelta(seconds=10),
+                summary=f"Check the proof of {name} by {claim.by}",
+            )
+            if reason:
+                self._ignore(name, reason)
+            else:
+                self._signal_decided(name, msg)
+        finally:
+            self._proving -= 1
+
+    def _on_signal(self, name: str, payload: Any) -> None:
+        """Fire-and-forget: an invalid signal is noted in the timeline and otherwise ignored."""
+        try:
+            msg = tagged(MESSAGES[name].parse(payload), "signal")
+        except ValidationError as err:
+            self._ignore(name, describe_validation_error(err))
+            return
+        claim = proofs.claim_for(self._state, name, msg)
+        if claim is not None and workflow.patched(SIGNAL_PROOF):
+            self._proving += 1
+            asyncio.create_task(self._proven_signal(name, msg, claim))
+            return
+        self._signal_decided(name, msg)
+
+    def _signal_decided(self, name: str, msg: Strict) -> None:
+        decision = decisions.decide(self._state, name, msg, workflow.now())
+        if isinstance(decision, decisions.Refused):
+            if self._state is None or self._state.stage != "closed":
+                self._ignore(name, decision.reason)
+            return
+        self._apply(decision)
+
+    def _ignore(self, name: str, reason: str) -> None:
+        self._mutations += 1
+        evolve.ignore(self._state or self._opening, name, reason, workflow.now())
+
+    def _apply(self, events: list[Event]) -> None:
+        self._mutations += 1
+        now = workflow.now()
+        for event in events:
+            self._meter.record(measures.of_event(self._case, event, now))
+            evolve.apply(self._case, event, now)
 
 
 def message_handlers(name: str) -> tuple[Any, Any]:
@@ -33,3 +150,11 @@ def message_handlers(name: str) -> tuple[Any, Any]:
     update = workflow.update(name=name)(on_update)
     update.validator(validate)
     return update, workflow.signal(name=name)(on_signal)
+
+
+def register_messages(cls: type) -> None:
+    """Every message of the registry as an Update and a Signal of `cls`."""
+    for message in MESSAGES.values():
+        update, signal = message_handlers(message.name)
+        setattr(cls, message.name, update)
+        setattr(cls, f"{message.name}_signal", signal)
