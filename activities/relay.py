@@ -118,7 +118,11 @@ class Relay:
                     task = asyncio.create_task(self._send(d))
                     self._inflight.add(task)
                     task.add_done_callback(self._inflight.discard)
-                if len(claimed) < room and not self._stopping:  # nothing more is due now
+                if self._stopping:
+                    break
+                if len(claimed) >= room:  # the batch is full: wait until a send finishes
+                    await self._wake.wait()
+                else:  # nothing more is due now
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), await self._idle())
         finally:

@@ -112,9 +112,9 @@ def activities(records: Records, policy: Policy) -> tuple[CaseActivities, Memory
     return CaseActivities(records, Channels({"log": notifier}), lambda: policy), notifier
 
 
-async def deliver(acts: CaseActivities) -> None:
+async def deliver(acts: CaseActivities, batch: int = 200) -> None:
     """Run a relay over the outbox until everything queued went out."""
-    relay = Relay(acts.records, acts.channels, poll=0.01)
+    relay = Relay(acts.records, acts.channels, poll=0.01, batch=batch)
     task = asyncio.create_task(relay.run())
     try:
         await relay.drain()
@@ -167,6 +167,18 @@ async def test_retried_transition_writes_and_sends_once(
     assert await count(any_records, TimelineRow, TimelineRow.case_id == "C-1") == 2
     assert await count(any_records, MessageRow, MessageRow.case_id == "C-1") == 1
     assert [m.subject for m in notifier.sent] == ["step 1"]
+    assert await count(any_records, MessageRow, MessageRow.sent_at.is_(None)) == 0
+
+
+async def test_a_relay_with_its_batch_full_waits_for_a_send_and_goes_on(
+    any_records: Records, policy: Policy
+) -> None:
+    acts, notifier = activities(any_records, policy)
+    await open_case(acts, "C-1")
+    for step in range(1, 8):
+        await acts.record_transition(transition("C-1", step, [f"line {step}"]))
+    await asyncio.wait_for(deliver(acts, batch=2), 30)  # more due than the batch holds
+    assert sorted(m.subject for m in notifier.sent) == [f"step {i}" for i in range(1, 8)]
     assert await count(any_records, MessageRow, MessageRow.sent_at.is_(None)) == 0
 
 
