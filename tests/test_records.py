@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from temporalio.exceptions import ApplicationError
 
 from activities.case_activities import CaseActivities
-from activities.channels import Channels, MemorySender
+from activities.channels import Channels, Delivery, MemorySender, Transient
 from activities.records import (
     AssignmentRow,
     CaseRow,
@@ -179,6 +179,39 @@ async def test_a_relay_with_its_batch_full_waits_for_a_send_and_goes_on(
         await acts.record_transition(transition("C-1", step, [f"line {step}"]))
     await asyncio.wait_for(deliver(acts, batch=2), 30)  # more due than the batch holds
     assert sorted(m.subject for m in notifier.sent) == [f"step {i}" for i in range(1, 8)]
+    assert await count(any_records, MessageRow, MessageRow.sent_at.is_(None)) == 0
+
+
+class FailsOnce:
+    """A channel down for its first delivery."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.delivered = asyncio.Event()
+
+    async def send(self, delivery: Delivery) -> None:
+        self.attempts += 1
+        if self.attempts == 1:
+            raise Transient("connection refused")
+        self.delivered.set()
+
+
+async def test_a_retry_goes_out_when_due_not_at_the_next_poll(
+    any_records: Records, policy: Policy
+) -> None:
+    channel = FailsOnce()
+    acts = CaseActivities(any_records, Channels({"log": channel}), lambda: policy)
+    await open_case(acts, "C-1")
+    await acts.record_transition(transition("C-1", 1, ["acknowledged"]))
+    relay = Relay(any_records, acts.channels, poll=120, first_backoff=0.3)
+    task = asyncio.create_task(relay.run())
+    relay.wake()  # as the activity that queued it does
+    try:
+        await asyncio.wait_for(channel.delivered.wait(), 15)  # not 120 s later
+    finally:
+        relay.stop()
+        await task
+    assert channel.attempts == 2
     assert await count(any_records, MessageRow, MessageRow.sent_at.is_(None)) == 0
 
 
