@@ -87,6 +87,7 @@ class Relay:
         self._done: list[tuple[Delivery, str, str | None]] = []  # (delivery, outcome, reason)
         self._flushing = False
         self._stopping = False
+        self._sleep = poll  # with nothing due (set by each claim)
 
     def wake(self) -> None:
         """Something was queued: look now instead of at the next poll."""
@@ -109,6 +110,7 @@ class Relay:
                     await self._flush()
                     claimed = await self._claim(room) if room > 0 else []
                 except (SQLAlchemyError, OSError) as err:  # the records are away: try later
+                    self._sleep = min(self.poll, 1.0)
                     task = asyncio.current_task()
                     if task is not None and task.cancelling():
                         # a cancel that landed in the driver comes back wrapped: stop anyway
@@ -124,7 +126,7 @@ class Relay:
                     await self._wake.wait()
                 else:  # nothing more is due now
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), await self._idle())
+                        await asyncio.wait_for(self._wake.wait(), self._sleep)
         finally:
             for task in list(self._inflight):
                 task.cancel()
@@ -150,27 +152,20 @@ class Relay:
                 raise TimeoutError(f"{due} deliveries still queued after {within}s")
             await asyncio.sleep(0.05)
 
-    async def _idle(self) -> float:
+    async def _soonest(self, s: AsyncSession, now: datetime) -> float:
         """How long to sleep with nothing due: until the next retry or the end of a lease
         (another relay's, which died holding it), else `poll`. New rows wake the relay
         (`wake`, from the activities that queue them); `poll` only catches rows queued by
         a process whose relay is gone."""
-        now = _now()
-        try:
-            async with self.records.transaction() as s:
-                queued = MessageRow.status == "queued"
-                retry = await s.scalar(
-                    select(func.min(MessageRow.next_attempt_at)).where(
-                        queued, MessageRow.next_attempt_at > now
-                    )
-                )
-                lease = await s.scalar(
-                    select(func.min(MessageRow.lease_until)).where(
-                        queued, MessageRow.lease_until > now
-                    )
-                )
-        except (SQLAlchemyError, OSError):
-            return min(self.poll, 1.0)  # the records are away: look again soon
+        queued = MessageRow.status == "queued"
+        retry = await s.scalar(
+            select(func.min(MessageRow.next_attempt_at)).where(
+                queued, MessageRow.next_attempt_at > now
+            )
+        )
+        lease = await s.scalar(
+            select(func.min(MessageRow.lease_until)).where(queued, MessageRow.lease_until > now)
+        )
         soonest = min((t for t in (retry, lease) if t is not None), default=None)
         if soonest is None:
             return self.poll
@@ -197,7 +192,10 @@ class Relay:
                 .returning(MessageRow)
                 .execution_options(synchronize_session=False)
             )
-            return [_delivery(r) for r in rows.all()]
+            claimed = [_delivery(r) for r in rows.all()]
+            if len(claimed) < limit:  # all that is due: when is the next, in this transaction
+                self._sleep = await self._soonest(s, now)
+            return claimed
 
     async def _send(self, d: Delivery) -> None:
         name = f"deliver {d.medium}"
