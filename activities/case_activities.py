@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -30,6 +31,7 @@ from activities.records import (
     TimelineRow,
     approver_list,
 )
+from activities.relay import HANDOFF_LEASE, Handoff, delivery_of
 from activities.render import Renderer
 from workflows import proofs
 from workflows.activity_models import (
@@ -74,13 +76,14 @@ class CaseActivities:
         channels: Channels,
         policy: Callable[[], Policy],
         renderer: Renderer | None = None,
-        queued: Callable[[], None] | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
         self.records = records
         self.channels = channels
         self.policy = policy
         self.renderer = renderer or Renderer()
-        self.queued = queued or (lambda: None)  # wakes the relay
+        # the worker's relay, given each new message row already leased to it (relay.py)
+        self.handoff = handoff
 
     @activity.defn(name="read_clock")
     async def read_clock(self) -> None:
@@ -221,16 +224,21 @@ class CaseActivities:
                     "department_name": req.department_name,
                 },
             )
-            await self._write(s, snap, [*t.timeline, entry], [*t.messages, notice], t)
-        self.queued()
+            new = await self._write(s, snap, [*t.timeline, entry], [*t.messages, notice], t)
+        self._hand_off(new)
         return AssignResult(assignee=person.id, entry=entry)
 
     @activity.defn(name="record_transition")
     async def record_transition(self, t: Transition) -> None:
         """Write the case's new state, timeline lines and outbox in one transaction."""
         async with self.records.transaction() as s:
-            await self._write(s, t.snapshot, t.timeline, t.messages, t)
-        self.queued()
+            new = await self._write(s, t.snapshot, t.timeline, t.messages, t)
+        self._hand_off(new)
+
+    def _hand_off(self, rows: list[dict[str, object]]) -> None:
+        """After the commit: the relay sends what this transaction queued, at once."""
+        if self.handoff is not None and rows:
+            self.handoff([delivery_of(r) for r in rows])
 
     async def _write(
         self,
@@ -239,7 +247,8 @@ class CaseActivities:
         timeline: Sequence[TimelineEntry],
         messages: Sequence[OutboundMessage],
         t: Transition,
-    ) -> None:
+    ) -> list[dict[str, object]]:
+        """Returns the message rows this call inserted (none when a retry finds them)."""
         # The snapshot only moves forward: a late retry of an older step changes nothing.
         await s.execute(
             update(CaseRow)
@@ -286,10 +295,13 @@ class CaseActivities:
         deliveries = [d for m in messages for d in self._deliveries(m, snap, now)]
         if self.channels.webhook_url:
             deliveries += self._webhooks(snap, timeline, t, now)
-        if parent := tracing.traceparent():
-            for d in deliveries:
-                d["traceparent"] = parent
-        await self._insert_new(s, MessageRow, deliveries)
+        parent = tracing.traceparent()
+        leased = now + HANDOFF_LEASE if self.handoff is not None else None
+        for d in deliveries:
+            d["traceparent"] = parent
+            if leased is not None:  # handed to this worker's relay after the commit
+                d["lease_until"], d["attempts"] = leased, 1
+        inserted = await self._insert_new(s, MessageRow, deliveries)
         if t.report is not None:
             r = t.report
             await self._keep_report(
@@ -308,6 +320,7 @@ class CaseActivities:
                     }
                 ],
             )
+        return inserted
 
     @staticmethod
     async def _keep_report(s: AsyncSession, rows: list[dict[str, object]]) -> None:
@@ -327,16 +340,20 @@ class CaseActivities:
         )
 
     @staticmethod
-    async def _insert_new(s: AsyncSession, table: type, rows: list[dict[str, object]]) -> None:
-        """Insert rows whose key is not there yet (ON CONFLICT DO NOTHING on both backends)."""
+    async def _insert_new(
+        s: AsyncSession, table: Any, rows: list[dict[str, object]]
+    ) -> list[dict[str, object]]:
+        """Insert rows whose key is not there yet (ON CONFLICT DO NOTHING on both backends);
+        returns those inserted."""
         if not rows:
-            return
+            return []
         columns = {c for row in rows for c in row}
         rows = [{c: row.get(c) for c in columns} for row in rows]  # one shape for a multi-insert
         dialect = s.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
         stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=["key"])
-        await s.execute(stmt)
+        keys = set((await s.scalars(stmt.returning(table.key))).all())
+        return [row for row in rows if row["key"] in keys]
 
     def _deliveries(
         self, m: OutboundMessage, snap: CaseSnapshot, now: datetime

@@ -59,6 +59,7 @@ class Delivery:
     attempts: int = 0
     queued_at: datetime | None = None
     traceparent: str | None = None
+    leased_until: datetime | None = None  # handed to a relay with its row already leased
 
 
 class Sender(Protocol):

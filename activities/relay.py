@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,6 +40,33 @@ FailureHook = Callable[[Delivery, str], Awaitable[None]]
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+HANDOFF_LEASE = timedelta(seconds=2 * SEND_TIMEOUT)  # a handed-off row's lease (= `lease`)
+Handoff = Callable[[list[Delivery]], None]
+
+
+def delivery_of(row: dict[str, Any]) -> Delivery:
+    """A message row as the activities wrote it, handed to the relay without a claim."""
+    return Delivery(
+        key=str(row["key"]),
+        case_id=str(row["case_id"]),
+        medium=str(row["medium"]),
+        channel=str(row["channel"]),
+        recipient=str(row["recipient"]),
+        recipient_name=row.get("recipient_name"),
+        address=str(row["address"]),
+        subject=str(row["subject"]),
+        body=str(row["body"]),
+        html=row.get("html"),
+        short=row.get("short"),
+        target=row.get("target"),
+        payload=row.get("payload"),
+        attempts=int(row.get("attempts") or 1),
+        queued_at=row.get("created_at"),
+        traceparent=row.get("traceparent"),
+        leased_until=row.get("lease_until"),
+    )
 
 
 def _delivery(row: MessageRow) -> Delivery:
@@ -88,10 +117,29 @@ class Relay:
         self._flushing = False
         self._stopping = False
         self._sleep = poll  # with nothing due (set by each claim)
+        self._handed: deque[Delivery] = deque()
 
     def wake(self) -> None:
         """Something was queued: look now instead of at the next poll."""
         self._wake.set()
+
+    def handoff(self, deliveries: list[Delivery]) -> None:
+        """Rows an activity just wrote, already leased to this relay: sent without a claim,
+        so delivery keeps up with the decisions when the records are busiest. Should this
+        process die first, their lease runs out and any relay claims them."""
+        self._handed.extend(deliveries)
+        self._wake.set()
+
+    def _take_handed(self, room: int) -> list[Delivery]:
+        """Up to `room` handed-off deliveries still well inside their lease (one near its
+        end is left to the claim, which cannot then race this relay's own send)."""
+        taken: list[Delivery] = []
+        margin = _now() + timedelta(seconds=5)
+        while self._handed and len(taken) < room:
+            d = self._handed.popleft()
+            if d.leased_until is None or d.leased_until > margin:
+                taken.append(d)
+        return taken
 
     def stop(self) -> None:
         """End `run` between two transactions: a cancel that lands inside one can leave its
@@ -105,10 +153,11 @@ class Relay:
             while not self._stopping:
                 self._wake.clear()
                 room = self.batch - len(self._inflight)
-                claimed: list[Delivery] = []
+                claimed = self._take_handed(room)
                 try:
                     await self._flush()
-                    claimed = await self._claim(room) if room > 0 else []
+                    if room > len(claimed) and not self._handed:
+                        claimed += await self._claim(room - len(claimed))
                 except (SQLAlchemyError, OSError) as err:  # the records are away: try later
                     self._sleep = min(self.poll, 1.0)
                     task = asyncio.current_task()

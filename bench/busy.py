@@ -78,9 +78,14 @@ async def flood(
         started = asyncio.get_running_loop().time()
         await gather_limited([open_one(desk, c, i, "low") for i, c in enumerate(flood_ids)], 200)
         opened_s = asyncio.get_running_loop().time() - started
+
+        async def all_assigned() -> float:
+            await settle_all(desk, flood_ids)
+            return asyncio.get_running_loop().time() - started
+
+        assigned = asyncio.create_task(all_assigned())
         lateness = await breach_lateness(desk, probe_ids)
-        await settle_all(desk, flood_ids)
-        assigned_s = asyncio.get_running_loop().time() - started
+        assigned_s = await assigned
         await terminate_all(client, [f"case-{c}" for c in probe_ids + flood_ids])
     finally:
         worker.stop()

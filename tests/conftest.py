@@ -272,7 +272,11 @@ class Desk:
         )
         self.task_queue = f"tq-{uuid.uuid4().hex[:8]}"
         self.activities = CaseActivities(
-            records, self.channels, lambda: policy, Renderer(links=links), queued=self.relay.wake
+            records,
+            self.channels,
+            lambda: policy,
+            Renderer(links=links),
+            handoff=self.relay.handoff,
         )
         self.api = TrackingCaseClient(env.client, self.task_queue)
         self.api.opened = []
