@@ -113,7 +113,8 @@ class Relay:
         self.batch, self.poll = batch, poll
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
-        self._done: list[tuple[Delivery, str, str | None]] = []  # (delivery, outcome, reason)
+        # (delivery, outcome, reason, when the channel answered)
+        self._done: list[tuple[Delivery, str, str | None, datetime]] = []
         self._flushing = False
         self._stopping = False
         self._sleep = poll  # with nothing due (set by each claim)
@@ -260,7 +261,7 @@ class Relay:
                     d.key,
                     extra={"case_id": d.case_id},
                 )
-        self._done.append((d, outcome, reason))
+        self._done.append((d, outcome, reason, _now()))
         self.wake()
 
     async def _attempt(self, d: Delivery) -> tuple[str, str | None]:
@@ -296,7 +297,7 @@ class Relay:
         finally:
             self._flushing = False
         gave_up = {d.key for d, _ in failed}
-        for d, outcome, _ in done:
+        for d, outcome, _, _ in done:
             if outcome != "sent":
                 metrics.delivered(d.medium, "failed" if d.key in gave_up else "retried")
         for d, reason in failed:
@@ -316,15 +317,15 @@ class Relay:
 
     async def _mark(
         self,
-        done: list[tuple[Delivery, str, str | None]],
+        done: list[tuple[Delivery, str, str | None, datetime]],
         now: datetime,
         failed: list[tuple[Delivery, str]],
     ) -> None:
         async with self.records.transaction() as s:
-            for d, outcome, reason in done:
+            for d, outcome, reason, answered in done:
                 values: dict[str, object] = {"lease_until": None, "reason": reason}
                 if outcome == "sent":
-                    values.update(status="sent", sent_at=now)
+                    values.update(status="sent", sent_at=answered)  # the channel's acceptance
                 elif outcome == "retry" and d.attempts < self.max_attempts:
                     backoff = min(self.first_backoff * 2 ** (d.attempts - 1), self.max_backoff)
                     values["next_attempt_at"] = now + timedelta(seconds=backoff)
