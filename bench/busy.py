@@ -24,7 +24,13 @@ from activities.records import MessageRow, Records
 from bench.drivers import case_json, retrying
 from bench.processes import start_worker
 from bench.report import Report, percentile
-from bench.workloads import BENCH_POLICY, gather_limited, settle_all, terminate_all
+from bench.workloads import (
+    BENCH_POLICY,
+    breach_lateness,
+    gather_limited,
+    settle_all,
+    terminate_all,
+)
 from starter.api import CaseClient
 
 
@@ -39,24 +45,6 @@ def stats(values: list[float]) -> dict[str, float | int | None]:
 
 async def open_one(desk: CaseClient, cid: str, i: int, severity: str) -> None:
     await retrying(lambda: desk.open(case_json(cid, i, severity, f"c-{cid}")))
-
-
-async def breach_lateness(desk: CaseClient, ids: list[str], within: float = 180) -> list[float]:
-    """Per case: when it handled its acknowledgement breach, after the deadline (s)."""
-    found: list[float] = []
-
-    async def one(cid: str) -> None:
-        deadline = asyncio.get_running_loop().time() + within
-        while asyncio.get_running_loop().time() < deadline:
-            st = await retrying(lambda: desk.status(cid))
-            fired = [e for e in st.timeline if e.what == "ack SLA breached"]
-            if fired and st.breaches:
-                found.append((fired[0].at - st.breaches[0].deadline).total_seconds())
-                return
-            await asyncio.sleep(1)
-
-    await gather_limited([one(c) for c in ids], 100)
-    return found
 
 
 async def flood(

@@ -52,14 +52,14 @@ from workflows.policy import Policy
 pytestmark = [pytest.mark.asyncio, pytest.mark.devserver]
 
 
-def fast_policy(tmp_path: Path) -> Path:
-    """The bundled policy with 30-second acknowledgement windows at every tier."""
+def fast_policy(tmp_path: Path, ack: str = "30s") -> Path:
+    """The bundled policy with `ack`-long acknowledgement windows at every tier."""
     text = re.sub(
         r"^ack = \{.*\}$",
-        'ack = { low = "30s", medium = "30s", high = "30s", critical = "30s" }',
+        f'ack = {{ low = "{ack}", medium = "{ack}", high = "{ack}", critical = "{ack}" }}',
         closing_at_resolution(BUNDLED_POLICY.read_text()),
         flags=re.M,
-    ).replace('version = "2026.11-2"', 'version = "fault-test"')
+    ).replace('version = "2026.11-2"', f'version = "fault-test-{ack}"')
     path = tmp_path / "policy.toml"
     path.write_text(text)
     return path

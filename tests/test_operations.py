@@ -26,10 +26,8 @@ from worker import build_worker
 from workflows.policy import Policy
 
 from .conftest import (
-    BUNDLED_POLICY,
     POSTGRES_URL,
     SigningCaseClient,
-    closing_at_resolution,
     record_store,
     sample_case,
     sqlite_url,
@@ -37,24 +35,11 @@ from .conftest import (
     until,
 )
 from .receivers import Mailbox, free_port, smtp_server
-from .test_faults import Proxy, assigned_at, stop
+from .test_faults import Proxy, assigned_at, fast_policy, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "escalation-desk.json"
 REFUND = {"kind": "refund", "amount": 250, "currency": "USD"}
-
-
-def quick_policy(tmp_path: Path) -> Path:
-    """The bundled policy with 10-second acknowledgement windows."""
-    text = re.sub(
-        r"^ack = \{.*\}$",
-        'ack = { low = "10s", medium = "10s", high = "10s", critical = "10s" }',
-        closing_at_resolution(BUNDLED_POLICY.read_text()),
-        flags=re.M,
-    ).replace('version = "2026.11-2"', 'version = "ops-test"')
-    path = tmp_path / "policy.toml"
-    path.write_text(text)
-    return path
 
 
 class Scrape:
@@ -153,7 +138,7 @@ async def test_a_case_is_counted_once_across_a_worker_restart(
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp.port}",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
         }
-        policy = quick_policy(tmp_path)
+        policy = fast_policy(tmp_path, ack="10s")
         worker = start_worker_process(address, task_queue, db_url, log, policy, env)
         try:
             await until(lambda: ready(base), "the worker ready", within=60)
