@@ -11,6 +11,7 @@ Without an endpoint nothing is set up and nothing is exported.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,19 @@ def setup(service: str) -> bool:
     return True
 
 
+class _EvictedContext(logging.Filter):
+    """A cached case evicted while its trace context is attached unwinds in another
+    context, and OpenTelemetry logs an ERROR with a traceback for the detach it could not
+    do (temporalio/sdk-python#441): noise, nothing is lost. Only that record is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        err = record.exc_info[1] if record.exc_info else None
+        stray = record.getMessage() == "Failed to detach context" and "different Context" in str(
+            err
+        )
+        return not stray
+
+
 def use(provider: Any) -> None:
     """Install `provider` as the process's tracer provider and instrument the libraries the
     desk speaks through (HTTPX for webhooks and sign-in)."""
@@ -53,6 +67,7 @@ def use(provider: Any) -> None:
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
     trace.set_tracer_provider(provider)
+    logging.getLogger("opentelemetry.context").addFilter(_EvictedContext())
     instrumentor = HTTPXClientInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument()
