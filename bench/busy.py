@@ -87,9 +87,9 @@ async def flood(
     print(f"  flood: {report.results['flood']}")
 
 
-def herd_policy(start: datetime) -> Path:
+def herd_policy(start: datetime, ack: int) -> Path:
     """The benchmark policy with low cases on a business clock whose day starts at `start`
-    (every day of the week) and one business minute to acknowledge at tier 2."""
+    (every day of the week) and `ack` business seconds to acknowledge at tier 2."""
     text = BENCH_POLICY.read_text()
     text = text.replace(
         "start_tier =",
@@ -97,7 +97,7 @@ def herd_policy(start: datetime) -> Path:
         'critical = "calendar" }\nstart_tier =',
         1,
     )
-    text = re.sub(r'ack = \{ low = "[^"]+"', 'ack = { low = "1m"', text, count=1)
+    text = re.sub(r'ack = \{ low = "[^"]+"', f'ack = {{ low = "{ack}s"', text, count=1)
     text = text.replace('version = "bench-1"', 'version = "bench-herd"')
     text += (
         f"\n[business_hours]\ndays = [0, 1, 2, 3, 4, 5, 6]\n"
@@ -109,21 +109,21 @@ def herd_policy(start: datetime) -> Path:
 
 
 async def herd(
-    report: Report, client: Client, address: str, db_url: str, n: int, lead: float
+    report: Report, client: Client, address: str, db_url: str, n: int, lead: float, ack: int
 ) -> None:
     """`n` low cases opened before business hours start `lead` seconds from now, each with
-    one business minute to acknowledge: their deadlines fall in the same second."""
+    `ack` business seconds to acknowledge: their deadlines fall in the same second."""
     now = datetime.now(UTC)
     start = (now + timedelta(seconds=lead)).replace(microsecond=0)
     if start.date() != now.date() or start.hour >= 23:  # the business day must fit today
         print("  herd: skipped (too close to midnight UTC for a business day today)")
         return
     tq = f"herd-{uuid.uuid4().hex[:6]}"
-    worker = start_worker("case", address, tq, db_url, herd_policy(start))
+    worker = start_worker("case", address, tq, db_url, herd_policy(start, ack))
     desk = CaseClient(client, tq)
     run = uuid.uuid4().hex[:6]
     ids = [f"H{run}-{i}" for i in range(n)]
-    due = start + timedelta(minutes=1)
+    due = start + timedelta(seconds=ack)
     try:
         await gather_limited([open_one(desk, c, i, "low") for i, c in enumerate(ids)], 100)
         await settle_all(desk, ids)

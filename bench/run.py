@@ -89,10 +89,13 @@ async def main_async(small: bool) -> Report:
         print("a flood of new cases while critical deadlines fall")
         await flood(report, sealed, address, db_url, 200 if small else 3000, 5 if small else 20)
         print("a herd of business-hours deadlines in one second, and a bare herd")
-        await herd(report, sealed, address, db_url, 100 if small else 1000, 45 if small else 150)
+        if small:
+            await herd(report, sealed, address, db_url, 100, lead=25, ack=20)
+        else:
+            await herd(report, sealed, address, db_url, 1000, lead=150, ack=60)
         herd_base = start_worker("baseline", address, base_tq, db_url)
         try:
-            await bare_herd(report, client, base_tq, 100 if small else 1000, 20 if small else 40)
+            await bare_herd(report, client, base_tq, 100 if small else 1000, 10 if small else 40)
         finally:
             herd_base.stop()
         print("parked cases")
