@@ -68,11 +68,22 @@ async def main_async(small: bool) -> Report:
             observed_worker = start_worker("case", address, observed_tq, db_url, extra=watched)
             try:
                 print("throughput (encrypted cases; plain ones; metrics and tracing on)")
-                await throughput(report, client, sealed, case_tq, base_tq, sizes)
+                if len(sizes) > 1:
+                    await throughput(report, client, sealed, case_tq, base_tq, sizes[:-1])
+                # the worker's CPU per case, with metrics and tracing off and on
+                cpu = case_worker.cpu_seconds()
+                await throughput(report, client, sealed, case_tq, base_tq, sizes[-1:])
+                off = (case_worker.cpu_seconds() - cpu) / sizes[-1]
                 await throughput(report, client, client, plain_tq, base_tq, sizes[-1:], "_plain")
+                cpu = observed_worker.cpu_seconds()
                 await throughput(
                     report, client, sealed, observed_tq, base_tq, sizes[-1:], "_observed"
                 )
+                on = (observed_worker.cpu_seconds() - cpu) / sizes[-1]
+                report.results["worker_cpu_ms_per_case"] = {
+                    "off": round(off * 1000, 1),
+                    "observed": round(on * 1000, 1),
+                }
                 print("approval update round-trip")
                 await update_latency(report, client, sealed, case_tq, base_tq, samples)
                 await update_latency(report, client, client, plain_tq, base_tq, samples, "_plain")

@@ -15,6 +15,8 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import create_tracer_provider
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -67,7 +69,7 @@ async def test_a_click_in_the_console_is_one_trace_to_the_delivery(
     records: Records,
     policy: Policy,
 ) -> None:
-    tracing.instrument_engine(records.engine)
+    tracing.instrument_engine(records.engine, sql=True)
     async with web_desk(traced_env, records, policy) as (desk, box, _, port):
         base = f"http://127.0.0.1:{port}"
         await until(lambda: web_up(base), "the web app", within=15)
@@ -136,3 +138,13 @@ async def test_a_click_in_the_console_is_one_trace_to_the_delivery(
     # the SQL the activity ran is in the trace too
     assert any(re.match(r"(INSERT|UPDATE|SELECT)\b", n) for n in names), shape
     print("\n" + shape)
+
+
+def test_lone_status_queries_are_not_traced_but_a_click_keeps_its_own() -> None:
+    quiet = ParentBased(tracing.QuietQueries())
+    assert quiet.should_sample(None, 7, "HandleQuery:status").decision == Decision.DROP
+    assert quiet.should_sample(None, 7, "RunActivity:x").decision == Decision.RECORD_AND_SAMPLE
+    click = SpanContext(7, 9, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    inside = set_span_in_context(NonRecordingSpan(click))
+    decision = quiet.should_sample(inside, 7, "HandleQuery:status").decision
+    assert decision == Decision.RECORD_AND_SAMPLE
