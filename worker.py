@@ -178,7 +178,7 @@ async def run_worker(
         log.info("records at schema revision %s", await upgrade(records.engine))
     channels = channels or Channels.from_env()
     relay = Relay(records, channels, on_failed=tell_case(client))
-    acts = CaseActivities(records, channels, policy, Renderer(links=links), handoff=relay.handoff)
+    acts = CaseActivities(records, channels, policy, Renderer(links=links), handoff=relay)
     worker = build_worker(client, settings.task_queue, acts)
     log.info(
         "worker on %s, namespace %s, task queue %s, policy %s; delivery by %s",

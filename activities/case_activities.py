@@ -31,7 +31,7 @@ from activities.records import (
     TimelineRow,
     approver_list,
 )
-from activities.relay import HANDOFF_LEASE, Handoff, delivery_of
+from activities.relay import Handoff, delivery_of
 from activities.render import Renderer
 from workflows import proofs
 from workflows.activity_models import (
@@ -83,7 +83,7 @@ class CaseActivities:
         self.policy = policy
         self.renderer = renderer or Renderer()
         # the worker's relay, given each new message row already leased to it (relay.py)
-        self.handoff = handoff
+        self.relay = handoff
 
     @activity.defn(name="read_clock")
     async def read_clock(self) -> None:
@@ -237,8 +237,8 @@ class CaseActivities:
 
     def _hand_off(self, rows: list[dict[str, object]]) -> None:
         """After the commit: the relay sends what this transaction queued, at once."""
-        if self.handoff is not None and rows:
-            self.handoff([delivery_of(r) for r in rows])
+        if self.relay is not None and rows:
+            self.relay.handoff([delivery_of(r) for r in rows])
 
     async def _write(
         self,
@@ -296,7 +296,7 @@ class CaseActivities:
         if self.channels.webhook_url:
             deliveries += self._webhooks(snap, timeline, t, now)
         parent = tracing.traceparent()
-        leased = now + HANDOFF_LEASE if self.handoff is not None else None
+        leased = now + self.relay.lease if self.relay is not None else None
         for d in deliveries:
             d["traceparent"] = parent
             if leased is not None:  # handed to this worker's relay after the commit

@@ -102,7 +102,7 @@ def count_requests(app: FastAPI) -> None:
         finally:
             route = request.scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            if path not in ("/metrics", "/healthz", "/readyz"):
+            if path not in tracing.QUIET_PATHS:
                 m.web_request(path, status, started)
 
 

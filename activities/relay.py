@@ -21,9 +21,9 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,12 +42,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-HANDOFF_LEASE = timedelta(seconds=2 * SEND_TIMEOUT)  # a handed-off row's lease (= `lease`)
-Handoff = Callable[[list[Delivery]], None]
+class Handoff(Protocol):
+    """What the activities hand new message rows to: the worker's relay, whose lease they
+    write into each row."""
+
+    lease: timedelta
+
+    def handoff(self, deliveries: list[Delivery]) -> None: ...
 
 
-def delivery_of(row: dict[str, Any]) -> Delivery:
-    """A message row as the activities wrote it, handed to the relay without a claim."""
+def delivery_of(row: Mapping[str, Any]) -> Delivery:
+    """A message row (as the activities wrote it, or as a claim read it back)."""
     return Delivery(
         key=str(row["key"]),
         case_id=str(row["case_id"]),
@@ -70,24 +75,7 @@ def delivery_of(row: dict[str, Any]) -> Delivery:
 
 
 def _delivery(row: MessageRow) -> Delivery:
-    return Delivery(
-        key=row.key,
-        case_id=row.case_id,
-        medium=row.medium,
-        channel=row.channel,
-        recipient=row.recipient,
-        recipient_name=row.recipient_name,
-        address=row.address,
-        subject=row.subject,
-        body=row.body,
-        html=row.html,
-        short=row.short,
-        target=row.target,
-        payload=row.payload,
-        attempts=row.attempts,
-        queued_at=row.created_at,
-        traceparent=row.traceparent,
-    )
+    return delivery_of({c.key: getattr(row, c.key) for c in MessageRow.__table__.columns})
 
 
 class Relay:

@@ -20,16 +20,10 @@ from typing import Any
 from fastapi import FastAPI
 from opentelemetry import context, trace
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-_PROPAGATOR = TraceContextTextMapPropagator()
+from workflows import tracecontext
+
 _configured = False
-
-
-def configured() -> bool:
-    """A tracer provider is in place (this module set one up from the environment, or a
-    test installed its own with `use`)."""
-    return _configured
 
 
 def setup(service: str) -> bool:
@@ -158,11 +152,7 @@ def instrument_app(app: Any) -> None:
 
 def traceparent() -> str | None:
     """The current span as a W3C `traceparent`, to keep beside what it queued."""
-    if not _configured:
-        return None
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
-    return carrier.get("traceparent")
+    return tracecontext.current().get("traceparent") if _configured else None
 
 
 @contextmanager
@@ -171,7 +161,7 @@ def continued(parent: str | None, name: str, **attributes: Any) -> Iterator[None
     if not _configured:
         yield
         return
-    ctx = _PROPAGATOR.extract({"traceparent": parent}) if parent else context.Context()
+    ctx = tracecontext.context_of({"traceparent": parent}) if parent else context.Context()
     tracer = trace.get_tracer("escalation_desk")
     with tracer.start_as_current_span(
         name, context=ctx, kind=trace.SpanKind.PRODUCER, attributes=attributes

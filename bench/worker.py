@@ -59,7 +59,7 @@ async def serve(kind: str, max_cached: int) -> None:
         channels = Channels.from_env()  # the product's delivery: the log unless configured
         outbox = Relay(records, channels)
         relay = asyncio.create_task(outbox.run())
-        acts = CaseActivities(records, channels, PolicySource(), handoff=outbox.handoff)
+        acts = CaseActivities(records, channels, PolicySource(), handoff=outbox)
         worker = build_worker(client, settings.task_queue, acts, max_cached_workflows=max_cached)
     ops: asyncio.Task[None] | None = None
     if metrics is not None and addr is not None:

@@ -276,7 +276,7 @@ class Desk:
             self.channels,
             lambda: policy,
             Renderer(links=links),
-            handoff=self.relay.handoff,
+            handoff=self.relay,
         )
         self.api = TrackingCaseClient(env.client, self.task_queue)
         self.api.opened = []

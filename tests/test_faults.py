@@ -238,7 +238,7 @@ async def test_activity_delivered_again_after_a_timeout_that_wrote(
     async with record_store(db_url) as records:
         desk = Desk(dev_env, records, policy)
         desk.activities = FirstRecordHangs(
-            records, desk.channels, lambda: policy, handoff=desk.relay.handoff
+            records, desk.channels, lambda: policy, handoff=desk.relay
         )
         async with desk.worker():
             cid, first = await desk.open_assigned(severity="high")

@@ -263,8 +263,7 @@ class EscalationCase(MessageIntake):
         breached = s.sla_breached
         self._meter.record(measures.late(due, now))
         for event in decisions.on_due(s, due, now, quiet):
-            self._meter.record(measures.of_event(s, event, now))
-            evolve.apply(s, event, now)
+            self._evolve(event, now)
         if s.sla_breached != breached:  # operators see a top-tier breach at once
             self._upsert_search_attributes()
 

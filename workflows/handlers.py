@@ -5,7 +5,7 @@ parse, decide, check the proof, apply. The case shell (case.py) inherits the int
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -123,8 +123,12 @@ class MessageIntake:
         self._mutations += 1
         now = workflow.now()
         for event in events:
-            self._meter.record(measures.of_event(self._case, event, now))
-            evolve.apply(self._case, event, now)
+            self._evolve(event, now)
+
+    def _evolve(self, event: Event, now: datetime) -> None:
+        """Count it for operators (from the state before it), then apply it."""
+        self._meter.record(measures.of_event(self._case, event, now))
+        evolve.apply(self._case, event, now)
 
 
 def message_handlers(name: str) -> tuple[Any, Any]:

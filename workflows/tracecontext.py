@@ -23,12 +23,16 @@ def current() -> dict[str, str]:
     return carrier
 
 
+def context_of(carrier: dict[str, str]) -> context.Context:
+    return _PROPAGATOR.extract(carrier)
+
+
 @contextmanager
 def attached(carrier: dict[str, str] | None) -> Iterator[None]:
     if not carrier:
         yield
         return
-    token = context.attach(_PROPAGATOR.extract(carrier))
+    token = context.attach(context_of(carrier))
     try:
         yield
     finally:
