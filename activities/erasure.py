@@ -50,6 +50,7 @@ class StillOpen(Exception):
 class Erased:
     cases: list[str]
     keys_destroyed: int
+    log_cleared: bool | None = None  # SQLite: the write-ahead log emptied (None elsewhere)
 
 
 def _scrubbed_report(body: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +128,21 @@ async def erase(
                 keys_destroyed=destroyed,
             )
         )
-    return Erased(ids, destroyed)
+    return Erased(ids, destroyed, await _clear_log(records))
+
+
+async def _clear_log(records: Records) -> bool | None:
+    """SQLite keeps the rows' earlier versions as frames of its write-ahead log until a
+    checkpoint resets it: copy them into the file (where secure_delete zeroed the old cells)
+    and truncate the log. False when a reader kept it in use past the busy timeout."""
+    if records.engine.dialect.name != "sqlite":
+        return None
+    async with records.engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        busy, _log, _done = await cursor.fetchone()
+    return busy == 0
 
 
 def _who() -> str:

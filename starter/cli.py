@@ -410,6 +410,12 @@ async def erase_data(records: Records, args: argparse.Namespace) -> None:
         f"erased {len(done.cases)} case(s) of {scope}: {', '.join(done.cases)}; "
         f"{done.keys_destroyed} data key(s) destroyed"
     )
+    if done.log_cleared is False:
+        print(
+            "the database's write-ahead log is still in use and keeps earlier versions of "
+            "the erased rows; run `escalate erase` again once the desk is quiet",
+            file=sys.stderr,
+        )
 
 
 async def keys_command(records: Records, args: argparse.Namespace) -> None:
