@@ -104,6 +104,25 @@ def workflow_runner(strict: bool = False) -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=restrictions.with_passthrough_modules("workflows"))
 
 
+def activity_slots(records: Records) -> int:
+    """How many activities one worker runs at once (`ESCALATION_MAX_ACTIVITIES`).
+
+    Every activity writes the records, and SQLite takes one writer at a time: beyond a few
+    in flight they only queue on its lock, inside the process, where their start-to-close
+    timeouts run and the relay and the cases' workflow tasks wait behind them. Left on the
+    server, the backlog costs nothing and goes out in order.
+    """
+    if value := os.environ.get("ESCALATION_MAX_ACTIVITIES"):
+        try:
+            slots = int(value)
+        except ValueError:
+            slots = 0
+        if slots < 1:
+            raise ValueError(f"ESCALATION_MAX_ACTIVITIES: a positive number, not {value!r}")
+        return slots
+    return 10 if records.engine.dialect.name == "sqlite" else 30
+
+
 def build_worker(
     client: Client,
     task_queue: str,
@@ -111,6 +130,7 @@ def build_worker(
     strict_sandbox: bool = False,
     **options: Any,
 ) -> Worker:
+    options.setdefault("max_concurrent_activities", activity_slots(activities.records))
     return Worker(
         client,
         task_queue=task_queue,
