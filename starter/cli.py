@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,11 +25,16 @@ from activities import tracing
 from activities.erasure import StillOpen, cases_of, erase
 from activities.keys import MASTER, MasterKeys, erased_at, rotate
 from activities.migrate import current, head, upgrade
+from activities.policy_file import load_policy
 from activities.records import Records
 from starter.api import CaseClient, CaseError, validate_case, with_proof
+from starter.comparison import Comparison, print_comparison, report_json
+from starter.comparison import write_chart as write_comparison_chart
 from starter.config import exit_now
 from starter.demo import run_demo
 from starter.reporting import build_report, case_history, case_messages, write_chart
+from starter.simulate import simulate
+from starter.synthetic import generate
 from starter.views import (
     print_history,
     print_listing,
@@ -38,6 +44,7 @@ from starter.views import (
 )
 from workflows.messages import MESSAGES, Message
 from workflows.models import SEVERITIES, workflow_id_for
+from workflows.policy import PolicyError
 from workflows.wording import fmt_when, iso_z
 
 
@@ -126,6 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--since", help="only cases opened since (ISO date or datetime)")
     rp.add_argument("--json", action="store_true")
     rp.add_argument("--chart", metavar="PNG", help="also write a chart to this file")
+
+    sim = sub.add_parser(
+        "simulate", help="what a candidate policy would do to the desk's cases, side by side"
+    )
+    sim.add_argument("--policy", required=True, help="the candidate policy file (TOML)")
+    sim.add_argument(
+        "--current", help="the policy to compare with (default $ESCALATION_POLICY or bundled)"
+    )
+    sim.add_argument("--synthetic", type=int, metavar="N", help="simulate N generated cases")
+    sim.add_argument("--days", type=int, default=30, help="over this many days (--synthetic)")
+    sim.add_argument("--seed", type=int, default=1, help="the generator's seed (--synthetic)")
+    sim.add_argument("--json", action="store_true")
+    sim.add_argument("--chart", metavar="PNG", help="also write the side-by-side figures")
 
     db = sub.add_parser("db", help="the records' schema")
     db.add_argument("action", choices=["upgrade", "current"])
@@ -443,6 +463,31 @@ async def report(records: Records, args: argparse.Namespace) -> None:
         print(f"chart written to {write_chart(rep, Path(args.chart))}")
 
 
+async def simulate_command(args: argparse.Namespace) -> int:
+    try:
+        candidate = load_policy(args.policy)
+        current = load_policy(args.current)
+    except PolicyError as err:
+        raise CaseError(f"simulate refused: {err}") from None
+    if args.synthetic is None:
+        raise CaseError("simulate: --synthetic N (cases to generate) is required")
+    try:
+        cases = generate(current, args.synthetic, args.days, args.seed)
+    except ValueError as err:
+        raise CaseError(f"simulate: {err}") from None
+    source = f"{len(cases)} synthetic cases over {args.days} days (seed {args.seed})"
+    started = time.perf_counter()
+    comparison = Comparison(simulate(cases, current), simulate(cases, candidate))
+    seconds = time.perf_counter() - started
+    if args.json:
+        print(json.dumps(report_json(comparison, source), indent=2, default=str))
+    else:
+        print_comparison(comparison, source, seconds)
+    if args.chart:
+        print(f"chart written to {write_comparison_chart(comparison, Path(args.chart))}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "open": open_case,
     "status": show_status,
@@ -453,6 +498,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "messages": on_records(messages),
     "report": on_records(report),
     "db": on_records(schema),
+    "simulate": simulate_command,
     "erase": on_records(erase_data),
     "keys": on_records(keys_command),
     **{m.command: send_message for m in MESSAGES.values()},

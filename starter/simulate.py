@@ -1,0 +1,296 @@
+"""The whole desk as one discrete-event simulation over a virtual clock.
+
+Every case runs through the same pure core as the worker's (`workflows/evolve`,
+`workflows/decisions`, `workflows/rules`): what the desk controls is recomputed under the
+policy given; what it does not is kept as it was scripted: each case's opening and what
+people and customers did, and when. An act goes to whoever holds the role at its time (the
+assignee, an approver the policy asks); one the case refuses then (it was already resolved,
+say) is counted and dropped. Assignment sees every simulated case's load at each moment and
+picks as the worker does (least open cases, then round-robin, on shift, with the skill).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from workflows import decisions, evolve, rules
+from workflows.activity_models import CustomerContext
+from workflows.events import Assigned, AssignmentStarted
+from workflows.messages import MESSAGES
+from workflows.models import CaseInput, TimelineEntry
+from workflows.policy import Policy
+from workflows.state import CaseState, DueKind, Opening
+
+
+@dataclass(frozen=True, slots=True)
+class Act:
+    """What a person or the customer did at `at`: a message as the case takes it, `by` the
+    role's placeholder where the simulation names whoever holds it then."""
+
+    ASSIGNEE: ClassVar[str] = "$assignee"
+    APPROVER: ClassVar[str] = "$approver"
+
+    at: datetime
+    name: str
+    payload: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Scripted:
+    """One case as the simulation takes it: its opening and its people's acts."""
+
+    case: CaseInput
+    opened_at: datetime
+    acts: list[Act]
+
+
+@dataclass(slots=True)
+class CaseRun:
+    """What one case did in a run, for the comparison."""
+
+    case_id: str
+    department: str
+    severity: str
+    outcome: str | None
+    final_tier: int
+    opened_at: datetime
+    closed_at: datetime | None
+    resolved_at: datetime | None
+    escalations: int  # by the policy (timeouts)
+    manual_escalations: int
+    breaches: Counter[str]
+    warnings: int
+    tier_seconds: dict[int, float]
+    approvals: list[tuple[str, str]]  # (decision, by)
+    customer_updates: int
+    messages: int
+    refused_acts: int
+    policy_lines: list[tuple[str, int | None, datetime]]  # (what, tier, at) made by the policy
+
+
+@dataclass(slots=True)
+class DeskRun:
+    """A run of the whole desk under one policy."""
+
+    policy_version: str
+    cases: list[CaseRun]
+    load_peak: dict[str, int]
+    load_mean: dict[str, float]
+    events: int
+
+
+# the lines the policy writes by itself, which a run under a case's own policy reproduces
+MADE = {
+    "escalated",
+    "ack SLA warning",
+    "resolve SLA warning",
+    "ack SLA breached",
+    "resolve SLA breached",
+    "hard cap reached",
+    "customer updated",
+    "re-notified",
+    "closed",
+}
+
+_OPEN, _ACT, _DUE = 0, 1, 2  # at the same instant: openings, then people, then the clocks
+
+
+@dataclass
+class _Desk:
+    policy: Policy
+    horizon: datetime
+    states: list[CaseState | None] = field(default_factory=list)
+    version: list[int] = field(default_factory=list)
+    load: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    peak: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    area: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    since: dict[str, datetime] = field(default_factory=dict)
+    last: dict[str, datetime] = field(default_factory=dict)
+    holder: list[str | None] = field(default_factory=list)
+    refused: list[int] = field(default_factory=list)
+    sent: list[Counter[str]] = field(default_factory=list)
+    heap: list[tuple[datetime, int, int, int, int]] = field(default_factory=list)
+    events: int = 0
+
+    def hold(self, i: int, person: str | None, now: datetime) -> None:
+        """Case `i` is now held by `person` (None: nobody): the loads move."""
+        before = self.holder[i]
+        if before == person:
+            return
+        for who, step in ((before, -1), (person, 1)):
+            if who is None:
+                continue
+            if who in self.since:
+                self.area[who] += self.load[who] * (now - self.since[who]).total_seconds()
+            self.since[who] = now
+            self.load[who] += step
+            self.peak[who] = max(self.peak[who], self.load[who])
+        self.holder[i] = person
+
+
+def simulate(scripted: list[Scripted], policy: Policy, end: datetime | None = None) -> DeskRun:
+    """Run every case under `policy` until it closes or `end` (default: 60 days after the
+    last opening, past any hard cap)."""
+    ordered = sorted(range(len(scripted)), key=lambda i: (scripted[i].opened_at, i))
+    last = max((c.opened_at for c in scripted), default=None)
+    horizon = end or ((last + timedelta(days=60)) if last else datetime.now().astimezone())
+    desk = _Desk(policy, horizon)
+    n = len(scripted)
+    desk.states, desk.version, desk.holder = [None] * n, [0] * n, [None] * n
+    desk.refused, desk.sent = [0] * n, [Counter() for _ in range(n)]
+    recent: dict[str, list[datetime]] = defaultdict(list)
+    for order, i in enumerate(ordered):
+        c = scripted[i]
+        heapq.heappush(desk.heap, (c.opened_at, _OPEN, order, i, 0))
+        for k, act in enumerate(c.acts):
+            heapq.heappush(desk.heap, (act.at, _ACT, order, i, k))
+    while desk.heap:
+        now, kind, _order, i, arg = heapq.heappop(desk.heap)
+        if now > horizon:
+            break
+        desk.events += 1
+        if kind == _OPEN:
+            _open(desk, scripted[i], i, now, recent)
+        elif kind == _ACT:
+            _act(desk, scripted[i].acts[arg], i, now)
+        elif arg == desk.version[i]:
+            s = desk.states[i]
+            if s is not None and s.stage != "closed":
+                due = decisions.next_due(s)
+                for event in decisions.on_due(s, due, now):
+                    evolve.apply(s, event, now)
+                _settle(desk, i, now)
+    for person, since in desk.since.items():
+        desk.area[person] += desk.load[person] * (horizon - since).total_seconds()
+    span = (horizon - min((c.opened_at for c in scripted), default=horizon)).total_seconds()
+    runs = [_result(desk, scripted[i], i) for i in range(n)]
+    return DeskRun(
+        policy_version=policy.version,
+        cases=runs,
+        load_peak=dict(desk.peak),
+        load_mean={p: a / span for p, a in desk.area.items()} if span > 0 else {},
+        events=desk.events,
+    )
+
+
+def _open(
+    desk: _Desk, c: Scripted, i: int, now: datetime, recent: dict[str, list[datetime]]
+) -> None:
+    policy = desk.policy
+    opening = Opening()
+    evolve.open_case(opening, c.case, now)
+    window = now - timedelta(seconds=policy.severity_raise.repeat_window)
+    earlier = [t for t in recent[c.case.customer.id] if t >= window]
+    recent[c.case.customer.id].append(now)
+    ctx = CustomerContext(
+        policy=policy, recent_cases=len(earlier), open_cases=0, recent_case_ids=[]
+    )
+    desk.states[i] = evolve.identify(opening, ctx, policy, f"sim-{c.case.case_id}", now)
+    _settle(desk, i, now)
+
+
+def _act(desk: _Desk, act: Act, i: int, now: datetime) -> None:
+    s = desk.states[i]
+    if s is None:
+        return
+    payload = dict(act.payload)
+    if payload.get("by") == Act.ASSIGNEE:
+        payload["by"] = s.assignee or "nobody"
+    elif payload.get("by") == Act.APPROVER:
+        payload["by"] = s.pending.notified[0] if s.pending and s.pending.notified else "nobody"
+    decision = decisions.decide(s, act.name, MESSAGES[act.name].parse(payload), now)
+    if isinstance(decision, decisions.Refused):
+        desk.refused[i] += 1
+        return
+    for event in decision:
+        evolve.apply(s, event, now)
+    _settle(desk, i, now)
+
+
+def _settle(desk: _Desk, i: int, now: datetime) -> None:
+    """After a change: assign if the case needs it, report up when it finished, drain its
+    outbox, and set its next timer."""
+    s = desk.states[i]
+    assert s is not None
+    if s.needs_assign and s.finish is None:
+        _assign(desk, s, i, now)
+    if s.finish is not None and s.stage not in ("resolved", "closed"):
+        s.stage = "report_up"
+        evolve.apply(s, decisions.report_up(s, decisions.reopen_until(s, now)), now)
+        if s.stage != "resolved":  # else open for the customer's verdict until the window ends
+            s.stage = "closed"
+    elif s.stage == "resolved" and s.window_closed:
+        s.stage, s.closed_at = "closed", now
+    if s.stage == "closed":
+        desk.hold(i, None, now)
+    _, outbox = evolve.take_records(s)
+    for message in outbox:
+        desk.sent[i][message.template or ""] += 1
+    desk.version[i] += 1
+    if s.stage != "closed":
+        due = decisions.next_due(s)
+        at = max(due.at, now)
+        if at <= desk.horizon:
+            heapq.heappush(desk.heap, (at, _DUE, 0, i, desk.version[i]))
+
+
+def _assign(desk: _Desk, s: CaseState, i: int, now: datetime) -> None:
+    policy = desk.policy
+    evolve.apply(s, AssignmentStarted(), now)
+    people = rules.people_at(policy, s.department, s.tier)
+    eligible = rules.candidates(people, s.skill, policy.timezone, now, s.exclude)
+    if not eligible:
+        return  # nobody works that tier: the case waits, as the worker's would
+    ids = [p.id for p in eligible]
+    loads = {pid: desk.load[pid] - (1 if desk.holder[i] == pid else 0) for pid in ids}
+    chosen = s.prefer if s.prefer in ids else rules.pick_assignee(ids, loads, desk.last)
+    desk.last[chosen] = now
+    seq = len(s.timeline)
+    entry = TimelineEntry(seq=seq, at=now, what="assigned", by=None, tier=s.tier)
+    evolve.apply(s, Assigned(chosen, entry), now)
+    desk.hold(i, chosen, now)
+
+
+def _result(desk: _Desk, c: Scripted, i: int) -> CaseRun:
+    s = desk.states[i]
+    assert s is not None
+    lines = s.timeline
+    entered = {v.entered_at: v.tier for v in s.tiers}
+    resolved = [e.at for e in lines if e.what == "resolved"]
+    tier_seconds: dict[int, float] = defaultdict(float)
+    end = resolved[-1] if resolved and s.finish else (s.closed_at or desk.horizon)
+    for visit in s.tiers:  # a tier's time ends at its leaving, or the resolution
+        left = min(visit.left_at or end, end) if visit.entered_at <= end else visit.entered_at
+        tier_seconds[visit.tier] += (left - visit.entered_at).total_seconds()
+    return CaseRun(
+        case_id=c.case.case_id,
+        department=s.department,
+        severity=s.severity,
+        outcome=s.finish,
+        final_tier=s.tier,
+        opened_at=s.opened_at,
+        closed_at=s.closed_at,
+        resolved_at=resolved[-1] if resolved else None,
+        escalations=sum(1 for e in lines if e.what == "escalated" and e.by is None),
+        manual_escalations=sum(1 for e in lines if e.what == "escalated" and e.by is not None),
+        breaches=Counter(b.clock for b in s.breaches),
+        warnings=sum(1 for e in lines if e.what.endswith("SLA warning")),
+        tier_seconds=dict(tier_seconds),
+        approvals=[(a.decision, a.decided_by or "") for a in s.approvals],
+        customer_updates=desk.sent[i]["status_update"],
+        messages=sum(desk.sent[i].values()),
+        refused_acts=desk.refused[i],
+        # an escalation's line names the tier it reached
+        policy_lines=[
+            (e.what, entered.get(e.at, e.tier) if e.what == "escalated" else e.tier, e.at)
+            for e in lines
+            if e.by is None and e.what in MADE
+        ],
+    )
+
+
+__all__ = ["Act", "CaseRun", "DeskRun", "DueKind", "Scripted", "simulate"]
