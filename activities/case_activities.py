@@ -26,6 +26,7 @@ from activities.records import (
     AssignmentRow,
     CaseRow,
     MessageRow,
+    PolicyRow,
     Records,
     ReportRow,
     TimelineRow,
@@ -84,6 +85,7 @@ class CaseActivities:
         self.renderer = renderer or Renderer()
         # the worker's relay, given each new message row already leased to it (relay.py)
         self.relay = handoff
+        self._kept_policies: set[str] = set()  # versions the records have (PolicyRow)
 
     @activity.defn(name="read_clock")
     async def read_clock(self) -> None:
@@ -119,6 +121,7 @@ class CaseActivities:
                         step=0,
                         customer_id=case.customer.id,
                         customer_name=case.customer.name,
+                        customer_vip=case.customer.vip,
                         subject=case.subject,
                         category=case.category,
                         channel=case.channel,
@@ -132,6 +135,9 @@ class CaseActivities:
                 )
             elif row.run_id != req.run_id:
                 row.run_id, row.step, row.stage = req.run_id, 0, "identify"
+            keep = policy.version not in self._kept_policies
+            if keep:
+                await self._keep_policy(s, policy, req.opened_at)
             others = CaseRow.customer_id == case.customer.id, CaseRow.case_id != case.case_id
             recent = (
                 await s.scalars(
@@ -146,6 +152,8 @@ class CaseActivities:
                 .select_from(CaseRow)
                 .where(*others, CaseRow.closed_at.is_(None))
             )
+        if keep:  # committed
+            self._kept_policies.add(policy.version)
         return CustomerContext(
             policy=policy,
             recent_cases=len(recent),
@@ -288,6 +296,7 @@ class CaseActivities:
                 "tier": e.tier,
                 "details": e.details,
                 "via": e.via,
+                "act": e.act,
             }
             for e in timeline
         ]
@@ -338,6 +347,14 @@ class CaseActivities:
                 where=newer,
             )
         )
+
+    async def _keep_policy(self, s: AsyncSession, policy: Policy, now: datetime) -> None:
+        """The policy version as it is, once: what the simulator replays this case under."""
+        dialect = s.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        body = policy.model_dump(mode="json")
+        stmt = insert(PolicyRow).values(version=policy.version, body=body, first_used_at=now)
+        await s.execute(stmt.on_conflict_do_nothing(index_elements=["version"]))
 
     @staticmethod
     async def _insert_new(

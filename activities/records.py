@@ -100,6 +100,7 @@ class CaseRow(Base):
     approvers: Mapped[str | None] = mapped_column(Text)  # ",sup-lee,sup-mara," while pending
     approval_due_by: Mapped[datetime | None] = mapped_column(UtcDateTime)
     reopen_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    customer_vip: Mapped[bool] = mapped_column(Boolean, default=False)  # migration 0006
 
 
 class TimelineRow(Base):
@@ -115,6 +116,8 @@ class TimelineRow(Base):
     tier: Mapped[int | None] = mapped_column(Integer)
     details: Mapped[str] = mapped_column(Text, default="")
     via: Mapped[str | None] = mapped_column(String(10))  # which way a person's message came
+    # a person's act as the policy simulator replays it (workflows/acts.py; migration 0006)
+    act: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class MessageRow(Base):
@@ -177,6 +180,16 @@ class ReportRow(Base):
     duration_seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class PolicyRow(Base):
+    """Every policy version a case ran with, as it was: what the simulator replays it under."""
+
+    __tablename__ = "policies"
+
+    version: Mapped[str] = mapped_column(String(50), primary_key=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    first_used_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class DataKeyRow(Base):

@@ -12,8 +12,9 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,10 @@ from starter.comparison import Comparison, print_comparison, report_json
 from starter.comparison import write_chart as write_comparison_chart
 from starter.config import exit_now
 from starter.demo import run_demo
+from starter.recorded import first_difference
+from starter.recorded import load as load_recorded
 from starter.reporting import build_report, case_history, case_messages, write_chart
-from starter.simulate import simulate
+from starter.simulate import CaseRun, DeskRun, simulate
 from starter.synthetic import generate
 from starter.views import (
     print_history,
@@ -44,7 +47,7 @@ from starter.views import (
 )
 from workflows.messages import MESSAGES, Message
 from workflows.models import SEVERITIES, workflow_id_for
-from workflows.policy import PolicyError
+from workflows.policy import PolicyError, parse_duration
 from workflows.wording import fmt_when, iso_z
 
 
@@ -141,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--current", help="the policy to compare with (default $ESCALATION_POLICY or bundled)"
     )
+    sim.add_argument("--since", help="the recorded cases opened in this last span (default 30d)")
+    sim.add_argument("--from", dest="start", help="recorded cases opened from (ISO date)")
+    sim.add_argument("--to", help="... up to (ISO date; default now)")
     sim.add_argument("--synthetic", type=int, metavar="N", help="simulate N generated cases")
     sim.add_argument("--days", type=int, default=30, help="over this many days (--synthetic)")
     sim.add_argument("--seed", type=int, default=1, help="the generator's seed (--synthetic)")
@@ -469,23 +475,76 @@ async def simulate_command(args: argparse.Namespace) -> int:
         current = load_policy(args.current)
     except PolicyError as err:
         raise CaseError(f"simulate refused: {err}") from None
-    if args.synthetic is None:
-        raise CaseError("simulate: --synthetic N (cases to generate) is required")
-    try:
-        cases = generate(current, args.synthetic, args.days, args.seed)
-    except ValueError as err:
-        raise CaseError(f"simulate: {err}") from None
-    source = f"{len(cases)} synthetic cases over {args.days} days (seed {args.seed})"
+    fidelity: list[str] | None = None
+    recorded: DeskRun | None = None
     started = time.perf_counter()
-    comparison = Comparison(simulate(cases, current), simulate(cases, candidate))
+    if args.synthetic is not None:
+        try:
+            cases = generate(current, args.synthetic, args.days, args.seed)
+        except ValueError as err:
+            raise CaseError(f"simulate: {err}") from None
+        source = f"{len(cases)} synthetic cases over {args.days} days (seed {args.seed})"
+        now = simulate(cases, current)
+        then = simulate(cases, candidate)
+    else:
+        start, end = simulation_period(args)
+        records = Records.from_url()
+        try:
+            found = await load_recorded(records, start, end)
+        finally:
+            await records.close()
+        cases, recorded = found.scripted, found.desk()
+        source = f"{len(cases)} recorded cases opened {start:%F %H:%M} to {end:%F %H:%M} UTC"
+        if found.skipped:
+            source += f" ({len(found.skipped)} left out: {summary_of(found.skipped)})"
+        now = simulate(cases, current, end=datetime.now(UTC), own=True)
+        then = simulate(cases, candidate, end=datetime.now(UTC))
+        fidelity = fidelity_lines(found.runs, now)
+    comparison = Comparison(now, then, recorded)
     seconds = time.perf_counter() - started
     if args.json:
-        print(json.dumps(report_json(comparison, source), indent=2, default=str))
+        answer = report_json(comparison, source)
+        if fidelity is not None:
+            answer["fidelity"] = {"cases": len(cases), "not_reproduced": fidelity}
+        print(json.dumps(answer, indent=2, default=str))
     else:
+        if fidelity is not None:
+            reproduced = len(cases) - len(fidelity)
+            print(f"fidelity: {reproduced} of {len(cases)} cases reproduced under their own policy")
+            for line in fidelity:
+                print(f"  not reproduced: {line}")
+            print()
         print_comparison(comparison, source, seconds)
     if args.chart:
         print(f"chart written to {write_comparison_chart(comparison, Path(args.chart))}")
     return 0
+
+
+def simulation_period(args: argparse.Namespace) -> tuple[datetime, datetime]:
+    end = parse_since(args.to) if args.to else datetime.now(UTC)
+    if args.start:
+        return parse_since(args.start), end
+    try:
+        span = parse_duration(args.since or "30d")
+    except ValueError:
+        raise CaseError(f"since: {args.since!r} is not a duration such as 30d or 12h") from None
+    return end - timedelta(seconds=span), end
+
+
+def summary_of(skipped: dict[str, str]) -> str:
+    reasons = Counter(skipped.values())
+    return "; ".join(f"{n} because {why}" for why, n in reasons.most_common())
+
+
+def fidelity_lines(recorded: list[CaseRun], replayed: DeskRun) -> list[str]:
+    """The cases whose replay under their own policy differs, with the first difference."""
+    by_id = {c.case_id: c for c in replayed.cases}
+    out = []
+    for run in recorded:
+        diff = first_difference(run.policy_lines, by_id[run.case_id].policy_lines)
+        if diff is not None:
+            out.append(f"{run.case_id}: {diff}")
+    return out
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {

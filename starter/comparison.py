@@ -58,11 +58,12 @@ def _through_tier(tier: int) -> Callable[[CaseRun], bool]:
 
 @dataclass
 class Comparison:
-    current: DeskRun
+    current: DeskRun  # each case under the policy it ran with (or the desk's, synthetic)
     candidate: DeskRun
+    recorded: DeskRun | None = None  # what the records say happened
 
     def groups(self) -> list[tuple[str, Callable[[CaseRun], bool], int | None]]:
-        runs = self.current.cases + self.candidate.cases
+        runs = self.current.cases + self.candidate.cases + (self.recorded or self.current).cases
         departments = sorted({c.department for c in runs})
         tiers = sorted({t for c in runs for t in c.tier_seconds})
         out: list[tuple[str, Callable[[CaseRun], bool], int | None]] = [
@@ -73,11 +74,16 @@ class Comparison:
         return out
 
     def table(self) -> list[dict[str, Any]]:
-        """One row per group and figure: current, candidate, change."""
+        """One row per group and figure: (recorded,) current, candidate, change."""
         rows = []
         for name, member, tier in self.groups():
             now = figures([c for c in self.current.cases if member(c)], tier)
             then = figures([c for c in self.candidate.cases if member(c)], tier)
+            was = (
+                figures([c for c in self.recorded.cases if member(c)], tier)
+                if self.recorded
+                else {}
+            )
             for key, value in now.items():
                 other = then[key]
                 change = (
@@ -85,16 +91,15 @@ class Comparison:
                     if isinstance(value, int | float) and isinstance(other, int | float)
                     else None
                 )
-                rows.append(
-                    {
-                        "group": name,
-                        "figure": key,
-                        "current": value,
-                        "candidate": other,
-                        "change": change,
-                    }
-                )
+                row = {"group": name, "figure": key, "current": value, "candidate": other}
+                if self.recorded is not None:
+                    row = {"group": name, "figure": key, "recorded": was.get(key), **row}
+                rows.append({**row, "change": change})
         return rows
+
+    def columns(self) -> list[str]:
+        recorded = ["recorded"] if self.recorded is not None else []
+        return ["group", "figure", *recorded, "current", "candidate", "change"]
 
     def approvers(self) -> dict[str, dict[str, int]]:
         """Who decided approvals, in each run."""
@@ -148,11 +153,7 @@ class Comparison:
 
 def course(c: CaseRun) -> str:
     """'escalated to tier 3 at 2026-11-03 10:40, resolved at tier 3' (UTC)."""
-    parts = [
-        f"escalated to tier {tier} at {at:%Y-%m-%d %H:%M}"
-        for what, tier, at in c.policy_lines
-        if what == "escalated"
-    ]
+    parts = [f"escalated to tier {tier} at {at:%Y-%m-%d %H:%M}" for tier, at in c.escalated_to]
     if sum(c.breaches.values()):
         parts.append(f"{sum(c.breaches.values())} breach(es)")
     end = f"{c.outcome or 'open'} at tier {c.final_tier}"
@@ -192,7 +193,7 @@ def print_comparison(c: Comparison, source: str, seconds: float) -> None:
         f"{c.candidate.policy_version} (candidate); {events} events in {seconds:.1f} s "
         f"({events / max(seconds, 1e-9):,.0f}/s)\n"
     )
-    print(text_table(c.table(), ["group", "figure", "current", "candidate", "change"]))
+    print(text_table(c.table(), c.columns()))
     print("\nWho would carry the load (open cases per person):\n")
     columns = ["person", "peak current", "peak candidate", "mean current", "mean candidate"]
     print(text_table(c.load()[:15], columns))

@@ -41,11 +41,15 @@ class Act:
 
 @dataclass(slots=True)
 class Scripted:
-    """One case as the simulation takes it: its opening and its people's acts."""
+    """One case as the simulation takes it: its opening and its people's acts; the policy
+    it ran with (a run under each case's own policy) and its customer's earlier openings
+    outside the simulated set (for severity raises on repeat cases)."""
 
     case: CaseInput
     opened_at: datetime
     acts: list[Act]
+    policy: Policy | None = None
+    earlier: list[datetime] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -70,6 +74,7 @@ class CaseRun:
     messages: int
     refused_acts: int
     policy_lines: list[tuple[str, int | None, datetime]]  # (what, tier, at) made by the policy
+    escalated_to: list[tuple[int, datetime]] = field(default_factory=list)  # by the policy
 
 
 @dataclass(slots=True)
@@ -103,6 +108,7 @@ _OPEN, _ACT, _DUE = 0, 1, 2  # at the same instant: openings, then people, then 
 class _Desk:
     policy: Policy
     horizon: datetime
+    own: bool
     states: list[CaseState | None] = field(default_factory=list)
     version: list[int] = field(default_factory=list)
     load: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -132,19 +138,23 @@ class _Desk:
         self.holder[i] = person
 
 
-def simulate(scripted: list[Scripted], policy: Policy, end: datetime | None = None) -> DeskRun:
-    """Run every case under `policy` until it closes or `end` (default: 60 days after the
-    last opening, past any hard cap)."""
+def simulate(
+    scripted: list[Scripted], policy: Policy, end: datetime | None = None, own: bool = False
+) -> DeskRun:
+    """Run every case under `policy` (`own`: under the policy each case ran with, where it
+    has one) until it closes or `end` (default: 60 days after the last opening, past any
+    hard cap)."""
     ordered = sorted(range(len(scripted)), key=lambda i: (scripted[i].opened_at, i))
     last = max((c.opened_at for c in scripted), default=None)
     horizon = end or ((last + timedelta(days=60)) if last else datetime.now().astimezone())
-    desk = _Desk(policy, horizon)
+    desk = _Desk(policy, horizon, own)
     n = len(scripted)
     desk.states, desk.version, desk.holder = [None] * n, [0] * n, [None] * n
     desk.refused, desk.sent = [0] * n, [Counter() for _ in range(n)]
     recent: dict[str, list[datetime]] = defaultdict(list)
     for order, i in enumerate(ordered):
         c = scripted[i]
+        recent[c.case.customer.id].extend(c.earlier)
         heapq.heappush(desk.heap, (c.opened_at, _OPEN, order, i, 0))
         for k, act in enumerate(c.acts):
             heapq.heappush(desk.heap, (act.at, _ACT, order, i, k))
@@ -180,7 +190,7 @@ def simulate(scripted: list[Scripted], policy: Policy, end: datetime | None = No
 def _open(
     desk: _Desk, c: Scripted, i: int, now: datetime, recent: dict[str, list[datetime]]
 ) -> None:
-    policy = desk.policy
+    policy = c.policy if desk.own and c.policy is not None else desk.policy
     opening = Opening()
     evolve.open_case(opening, c.case, now)
     window = now - timedelta(seconds=policy.severity_raise.repeat_window)
@@ -239,7 +249,7 @@ def _settle(desk: _Desk, i: int, now: datetime) -> None:
 
 
 def _assign(desk: _Desk, s: CaseState, i: int, now: datetime) -> None:
-    policy = desk.policy
+    policy = s.policy
     evolve.apply(s, AssignmentStarted(), now)
     people = rules.people_at(policy, s.department, s.tier)
     eligible = rules.candidates(people, s.skill, policy.timezone, now, s.exclude)
@@ -284,11 +294,11 @@ def _result(desk: _Desk, c: Scripted, i: int) -> CaseRun:
         customer_updates=desk.sent[i]["status_update"],
         messages=sum(desk.sent[i].values()),
         refused_acts=desk.refused[i],
-        # an escalation's line names the tier it reached
-        policy_lines=[
-            (e.what, entered.get(e.at, e.tier) if e.what == "escalated" else e.tier, e.at)
+        policy_lines=[(e.what, e.tier, e.at) for e in lines if e.by is None and e.what in MADE],
+        escalated_to=[
+            (entered.get(e.at, e.tier or 0), e.at)
             for e in lines
-            if e.by is None and e.what in MADE
+            if e.what == "escalated" and e.by is None
         ],
     )
 

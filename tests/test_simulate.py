@@ -1,5 +1,5 @@
 """The policy simulator: known answers on small hand-built desks, a reproducible generator,
-and the `escalate simulate` command."""
+fidelity to cases the worker ran, and the `escalate simulate` command."""
 
 from __future__ import annotations
 
@@ -8,15 +8,21 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
 from activities.policy_file import BUNDLED_POLICY, load_policy
+from activities.records import Records
+from starter.cli import fidelity_lines
 from starter.comparison import Comparison
+from starter.recorded import load as load_recorded
 from starter.simulate import Act, CaseRun, Scripted, simulate
 from starter.synthetic import generate
 from workflows import rules
 from workflows.models import CaseInput, Customer
 from workflows.policy import Person, Policy
 
-from .conftest import run_escalate
+from .conftest import Desk, run_escalate
 
 BUNDLED = load_policy(BUNDLED_POLICY)
 TUESDAY = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
@@ -51,8 +57,8 @@ def with_tier(policy: Policy, level: int, clock: str, severity: str, seconds: in
     return policy.model_copy(update={"tiers": tiers, "version": "candidate"})
 
 
-def escalations(run: CaseRun) -> list[tuple[int | None, datetime]]:
-    return [(tier, at) for what, tier, at in run.policy_lines if what == "escalated"]
+def escalations(run: CaseRun) -> list[tuple[int, datetime]]:
+    return run.escalated_to
 
 
 def billing() -> str:
@@ -170,3 +176,74 @@ def test_simulate_compares_a_candidate_and_refuses_a_broken_one(tmp_path: Path) 
     broken.write_text(text.replace("warning_ratio = 0.75", "warning_ratio = 1.5"))
     refused = run_escalate("simulate", "--policy", str(broken), "--synthetic", "10", env={})
     assert refused.returncode == 2 and "warning_ratio" in refused.stderr
+
+
+@pytest.mark.asyncio
+async def test_cases_run_by_the_worker_replay_exactly_under_their_own_policy(
+    ts_env: WorkflowEnvironment, records: Records, windowed_policy: Policy
+) -> None:
+    """Escalation by timeout, pages, a warning, an approval, a wait for the customer, a
+    transfer and a reopen, through the real worker; then the simulator, from the records
+    alone, makes the same policy lines at the same seconds."""
+    desk = Desk(ts_env, records, windowed_policy)
+    t0 = await ts_env.get_current_time()
+    async with desk.worker():
+        a, _ = await desk.open_assigned(severity="high")
+        b, sb = await desk.open_assigned(severity="medium")
+        c, sc = await desk.open_assigned(severity="low")
+        d, sd = await desk.open_assigned(severity="high")
+        e, se = await desk.open_assigned(severity="critical")
+        send = desk.api.send
+
+        await send(b, "acknowledge", {"by": str(sb.assignee)})
+        refund = {"kind": "refund", "amount": 250, "currency": "USD"}
+        await send(b, "request_approval", {"by": str(sb.assignee), "action": refund})
+        await send(b, "approve", {"by": "sup-lee", "note": "ok"})
+        await send(b, "resolve", {"by": str(sb.assignee), "resolution": "Refunded"})
+
+        await send(c, "acknowledge", {"by": str(sc.assignee)})
+        moved = {"by": str(sc.assignee), "reason": "not billing", "department": "technical"}
+        await send(c, "escalate", moved)
+        sc = await desk.settled(c)
+        await send(c, "acknowledge", {"by": str(sc.assignee)})
+        await send(c, "resolve", {"by": str(sc.assignee), "resolution": "Fixed"})
+
+        await send(d, "acknowledge", {"by": str(sd.assignee)})
+        await send(d, "resolve", {"by": str(sd.assignee), "resolution": "Explained"})
+        await send(d, "customer_feedback", {"score": 2})
+        await send(d, "reopen", {"by": "customer", "reason": "charged again"})
+        sd = await desk.settled(d)
+        await send(d, "acknowledge", {"by": str(sd.assignee)})
+        await send(d, "resolve", {"by": str(sd.assignee), "resolution": "Refunded"})
+
+        await ts_env.sleep(timedelta(minutes=12))  # the critical case is paged and warned
+        await send(e, "acknowledge", {"by": str(se.assignee)})
+        await send(e, "resolve", {"by": str(se.assignee), "resolution": "Restored"})
+
+        await ts_env.sleep(timedelta(minutes=50))  # the high case missed its ack at 60 min
+        sa = await desk.settled(a)
+        assert sa.tier == 3
+        await send(a, "acknowledge", {"by": str(sa.assignee)})
+        await send(a, "wait_for_customer", {"by": str(sa.assignee), "question": "Which card?"})
+        await ts_env.sleep(timedelta(minutes=30))
+        await send(a, "customer_replied", {"message": "Visa"})
+        await send(a, "resolve", {"by": str(sa.assignee), "resolution": "Refunded"})
+        end = await ts_env.get_current_time()
+
+    found = await load_recorded(records, t0 - timedelta(minutes=1), end)
+    assert not found.skipped and len(found.scripted) == 5
+    replayed = simulate(found.scripted, windowed_policy, end=end, own=True)
+    assert fidelity_lines(found.runs, replayed) == []
+    runs = {r.case_id: r for r in found.runs}
+    assert runs[a].escalations == 1 and runs[a].breaches["ack"] == 1
+    assert [w for w, _t, _at in runs[e].policy_lines].count("re-notified") == 2
+    assert runs[e].warnings == 1 and runs[b].approvals == [("approved", "sup-lee")]
+    assert all(r.refused_acts == 0 for r in replayed.cases)
+
+    # a candidate that gives high cases 90 minutes: the same case acknowledged in time
+    [then] = [
+        r
+        for r in simulate(found.scripted, with_tier(windowed_policy, 2, "ack", "high", 5400)).cases
+        if r.case_id == a
+    ]
+    assert then.escalations == 0 and then.final_tier == 2

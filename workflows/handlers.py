@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from workflows import decisions, evolve, measures, proofs, tracecontext
+from workflows import acts, decisions, evolve, measures, proofs, tracecontext
 from workflows.activity_models import ProofClaim
 from workflows.events import Event
 from workflows.messages import MESSAGES, tagged
@@ -58,9 +58,10 @@ class MessageIntake:
         return decision
 
     async def _on_update(self, name: str, payload: Any) -> MessageResult:
-        events = self._decide(name, self._parse(name, payload))  # the state may have moved on
+        msg = self._parse(name, payload)
+        events = self._decide(name, msg)  # the state may have moved on
         s = self._case
-        self._apply(events)
+        self._apply(events, acts.of(s, name, msg))
         self._trace = tracecontext.current() or self._trace
         text = decisions.accepted(events, s)
         target = self._mutations
@@ -113,17 +114,22 @@ class MessageIntake:
             if self._state is None or self._state.stage != "closed":
                 self._ignore(name, decision.reason)
             return
-        self._apply(decision)
+        assert self._state is not None  # decide refuses every message before identify
+        self._apply(decision, acts.of(self._state, name, msg))
 
     def _ignore(self, name: str, reason: str) -> None:
         self._mutations += 1
         evolve.ignore(self._state or self._opening, name, reason, workflow.now())
 
-    def _apply(self, events: list[Event]) -> None:
+    def _apply(self, events: list[Event], act: dict[str, Any]) -> None:
+        """A person's message: its events, and its act on the first line it wrote."""
         self._mutations += 1
-        now = workflow.now()
+        now, s = workflow.now(), self._case
+        first = len(s.timeline)
         for event in events:
             self._evolve(event, now)
+        if len(s.timeline) > first:
+            s.timeline[first].act = act
 
     def _evolve(self, event: Event, now: datetime) -> None:
         """Count it for operators (from the state before it), then apply it."""

@@ -201,6 +201,7 @@ class TimelineEntry(BaseModel):
     tier: int | None = None
     details: str = ""
     via: Via | None = None  # for a person's message: which way it came
+    act: dict[str, Any] | None = None  # the message as the simulator replays it (acts.py)
 
 
 class Deadlines(BaseModel):
