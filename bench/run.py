@@ -30,6 +30,7 @@ from bench.console import console_latency
 from bench.observed import observing
 from bench.processes import BENCH_MASTER, start_worker
 from bench.report import Report, judge, markdown
+from bench.simulation import simulation
 from bench.workloads import kill_one, parked, throughput, timer_precision, update_latency
 from starter.config import exit_now
 from starter.devserver import DevServer
@@ -118,6 +119,8 @@ async def main_async(small: bool) -> Report:
         await parked(report, client, sealed, address, db_url, 100 if small else 2000, console)
         print("worker killed under load")
         await kill_one(report, sealed, address, db_url, 20 if small else 200)
+        print("the policy simulator: a month of cases, current and candidate")
+        simulation(report, 3000 if small else 30000)
         await records.close()
     judge(report)
     return report

@@ -11,6 +11,7 @@ picks as the worker does (least open cases, then round-robin, on shift, with the
 
 from __future__ import annotations
 
+import gc
 import heapq
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from workflows.events import Assigned, AssignmentStarted
 from workflows.messages import MESSAGES
 from workflows.models import CaseInput, TimelineEntry
 from workflows.policy import Policy
-from workflows.state import CaseState, DueKind, Opening
+from workflows.state import CaseState, Due, DueKind, Opening
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,7 @@ class _Desk:
     policy: Policy
     horizon: datetime
     own: bool
+    scripted: list[Scripted]
     states: list[CaseState | None] = field(default_factory=list)
     version: list[int] = field(default_factory=list)
     load: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -120,6 +122,8 @@ class _Desk:
     refused: list[int] = field(default_factory=list)
     sent: list[Counter[str]] = field(default_factory=list)
     heap: list[tuple[datetime, int, int, int, int]] = field(default_factory=list)
+    due: list[Due | None] = field(default_factory=list)  # each case's next timer
+    results: list[CaseRun | None] = field(default_factory=list)  # filled as cases close
     events: int = 0
 
     def hold(self, i: int, person: str | None, now: datetime) -> None:
@@ -147,10 +151,11 @@ def simulate(
     ordered = sorted(range(len(scripted)), key=lambda i: (scripted[i].opened_at, i))
     last = max((c.opened_at for c in scripted), default=None)
     horizon = end or ((last + timedelta(days=60)) if last else datetime.now().astimezone())
-    desk = _Desk(policy, horizon, own)
+    desk = _Desk(policy, horizon, own, scripted)
     n = len(scripted)
     desk.states, desk.version, desk.holder = [None] * n, [0] * n, [None] * n
     desk.refused, desk.sent = [0] * n, [Counter() for _ in range(n)]
+    desk.due, desk.results = [None] * n, [None] * n
     recent: dict[str, list[datetime]] = defaultdict(list)
     for order, i in enumerate(ordered):
         c = scripted[i]
@@ -158,26 +163,17 @@ def simulate(
         heapq.heappush(desk.heap, (c.opened_at, _OPEN, order, i, 0))
         for k, act in enumerate(c.acts):
             heapq.heappush(desk.heap, (act.at, _ACT, order, i, k))
-    while desk.heap:
-        now, kind, _order, i, arg = heapq.heappop(desk.heap)
-        if now > horizon:
-            break
-        desk.events += 1
-        if kind == _OPEN:
-            _open(desk, scripted[i], i, now, recent)
-        elif kind == _ACT:
-            _act(desk, scripted[i].acts[arg], i, now)
-        elif arg == desk.version[i]:
-            s = desk.states[i]
-            if s is not None and s.stage != "closed":
-                due = decisions.next_due(s)
-                for event in decisions.on_due(s, due, now):
-                    evolve.apply(s, event, now)
-                _settle(desk, i, now)
+    collecting = gc.isenabled()
+    gc.disable()  # a month of cases is millions of objects the collector would walk again
+    try:
+        _loop(desk, recent)
+    finally:
+        if collecting:
+            gc.enable()
     for person, since in desk.since.items():
         desk.area[person] += desk.load[person] * (horizon - since).total_seconds()
     span = (horizon - min((c.opened_at for c in scripted), default=horizon)).total_seconds()
-    runs = [_result(desk, scripted[i], i) for i in range(n)]
+    runs = [desk.results[i] or _result(desk, scripted[i], i) for i in range(n)]
     return DeskRun(
         policy_version=policy.version,
         cases=runs,
@@ -185,6 +181,25 @@ def simulate(
         load_mean={p: a / span for p, a in desk.area.items()} if span > 0 else {},
         events=desk.events,
     )
+
+
+def _loop(desk: _Desk, recent: dict[str, list[datetime]]) -> None:
+    """Take the events in time order until none is left before the horizon."""
+    while desk.heap:
+        now, kind, _order, i, arg = heapq.heappop(desk.heap)
+        if now > desk.horizon:
+            return
+        desk.events += 1
+        if kind == _OPEN:
+            _open(desk, desk.scripted[i], i, now, recent)
+        elif kind == _ACT:
+            _act(desk, desk.scripted[i].acts[arg], i, now)
+        elif arg == desk.version[i]:
+            s, due = desk.states[i], desk.due[i]
+            if s is not None and due is not None:
+                for event in decisions.on_due(s, due, now):
+                    evolve.apply(s, event, now)
+                _settle(desk, i, now)
 
 
 def _open(
@@ -196,7 +211,7 @@ def _open(
     window = now - timedelta(seconds=policy.severity_raise.repeat_window)
     earlier = [t for t in recent[c.case.customer.id] if t >= window]
     recent[c.case.customer.id].append(now)
-    ctx = CustomerContext(
+    ctx = CustomerContext.model_construct(  # the policy is valid already: no re-check
         policy=policy, recent_cases=len(earlier), open_cases=0, recent_case_ids=[]
     )
     desk.states[i] = evolve.identify(opening, ctx, policy, f"sim-{c.case.case_id}", now)
@@ -235,17 +250,19 @@ def _settle(desk: _Desk, i: int, now: datetime) -> None:
             s.stage = "closed"
     elif s.stage == "resolved" and s.window_closed:
         s.stage, s.closed_at = "closed", now
-    if s.stage == "closed":
-        desk.hold(i, None, now)
     _, outbox = evolve.take_records(s)
     for message in outbox:
         desk.sent[i][message.template or ""] += 1
     desk.version[i] += 1
-    if s.stage != "closed":
-        due = decisions.next_due(s)
-        at = max(due.at, now)
-        if at <= desk.horizon:
-            heapq.heappush(desk.heap, (at, _DUE, 0, i, desk.version[i]))
+    if s.stage == "closed":  # what the comparison needs, and the state goes
+        desk.hold(i, None, now)
+        desk.results[i] = _result(desk, desk.scripted[i], i)
+        desk.states[i], desk.due[i] = None, None
+        return
+    due = desk.due[i] = decisions.next_due(s)
+    at = max(due.at, now)
+    if at <= desk.horizon:
+        heapq.heappush(desk.heap, (at, _DUE, 0, i, desk.version[i]))
 
 
 def _assign(desk: _Desk, s: CaseState, i: int, now: datetime) -> None:
