@@ -37,14 +37,14 @@ def act_of(at: datetime, recorded: dict[str, Any]) -> Act:
     """The message a recorded act stands for: its sender by role, its text as a stand-in."""
     name = recorded["name"]
     model: type[BaseModel] = MESSAGES[name].model
-    payload = {k: v for k, v in recorded.items() if k not in ("name", "role")}
+    payload = {k: v for k, v in recorded.items() if k not in ("name", "role", "person")}
     role = recorded.get("role", "customer")
     if "by" in model.model_fields:
         payload["by"] = ROLES.get(role, role)
     for key, info in model.model_fields.items():
         if info.is_required() and key not in payload and info.annotation is str:
             payload[key] = RECORDED
-    return Act(at, name, payload)
+    return Act(at, name, payload, recorded.get("person"))
 
 
 async def load(records: Records, start: datetime, end: datetime) -> Recorded:

@@ -38,6 +38,7 @@ class Act:
     at: datetime
     name: str
     payload: dict[str, Any]
+    person: str | None = None  # who decided an approval, if the replay's approvers include them
 
 
 @dataclass(slots=True)
@@ -226,7 +227,9 @@ def _act(desk: _Desk, act: Act, i: int, now: datetime) -> None:
     if payload.get("by") == Act.ASSIGNEE:
         payload["by"] = s.assignee or "nobody"
     elif payload.get("by") == Act.APPROVER:
-        payload["by"] = s.pending.notified[0] if s.pending and s.pending.notified else "nobody"
+        asked = s.pending.approvers if s.pending else []
+        first = s.pending.notified[0] if s.pending and s.pending.notified else "nobody"
+        payload["by"] = act.person if act.person in asked else first
     decision = decisions.decide(s, act.name, MESSAGES[act.name].parse(payload), now)
     if isinstance(decision, decisions.Refused):
         desk.refused[i] += 1

@@ -238,6 +238,7 @@ async def test_cases_run_by_the_worker_replay_exactly_under_their_own_policy(
     assert runs[a].escalations == 1 and runs[a].breaches["ack"] == 1
     assert [w for w, _t, _at in runs[e].policy_lines].count("re-notified") == 2
     assert runs[e].warnings == 1 and runs[b].approvals == [("approved", "sup-lee")]
+    assert {r.case_id: r.approvals for r in replayed.cases}[b] == [("approved", "sup-lee")]
     assert all(r.refused_acts == 0 for r in replayed.cases)
 
     # a candidate that gives high cases 90 minutes: the same case acknowledged in time

@@ -31,6 +31,9 @@ def role(state: CaseState, name: str, by: str | None) -> str:
 def of(state: CaseState, name: str, msg: Strict) -> dict[str, Any]:
     """The act of `msg`, from the state before it is applied."""
     fields = msg.model_dump(mode="json", include=set(STRUCTURAL.get(name, ())))
-    act = {"name": name, "role": role(state, name, getattr(msg, "by", None))}
+    by = getattr(msg, "by", None)
+    act: dict[str, Any] = {"name": name, "role": role(state, name, by)}
+    if act["role"] == "approver":
+        act["person"] = by  # staff, not the customer: who decided, if the replay asks them
     act.update({k: v for k, v in fields.items() if v is not None})
     return act
