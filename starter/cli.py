@@ -33,10 +33,11 @@ from starter.comparison import Comparison, print_comparison, report_json
 from starter.comparison import write_chart as write_comparison_chart
 from starter.config import exit_now
 from starter.demo import run_demo
-from starter.recorded import first_difference
+from starter.recorded import AlreadyRecorded, first_difference
 from starter.recorded import load as load_recorded
+from starter.recorded import save as save_recorded
 from starter.reporting import build_report, case_history, case_messages, write_chart
-from starter.simulate import CaseRun, DeskRun, simulate
+from starter.simulate import CaseRun, DeskRun, Scripted, simulate
 from starter.synthetic import generate
 from starter.views import (
     print_history,
@@ -47,7 +48,7 @@ from starter.views import (
 )
 from workflows.messages import MESSAGES, Message
 from workflows.models import SEVERITIES, workflow_id_for
-from workflows.policy import PolicyError, parse_duration
+from workflows.policy import Policy, PolicyError, parse_duration
 from workflows.wording import fmt_when, iso_z
 
 
@@ -145,11 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--current", help="the policy to compare with (default $ESCALATION_POLICY or bundled)"
     )
     sim.add_argument("--since", help="the recorded cases opened in this last span (default 30d)")
-    sim.add_argument("--from", dest="start", help="recorded cases opened from (ISO date)")
+    sim.add_argument(
+        "--from",
+        dest="start",
+        help="recorded cases opened from (ISO date); with --synthetic: the month's first day",
+    )
     sim.add_argument("--to", help="... up to (ISO date; default now)")
     sim.add_argument("--synthetic", type=int, metavar="N", help="simulate N generated cases")
     sim.add_argument("--days", type=int, default=30, help="over this many days (--synthetic)")
     sim.add_argument("--seed", type=int, default=1, help="the generator's seed (--synthetic)")
+    sim.add_argument(
+        "--save",
+        action="store_true",
+        help="write the synthetic cases, as the current policy ran them, to the records",
+    )
     sim.add_argument("--json", action="store_true")
     sim.add_argument("--chart", metavar="PNG", help="also write the side-by-side figures")
 
@@ -479,13 +489,17 @@ async def simulate_command(args: argparse.Namespace) -> int:
     recorded: DeskRun | None = None
     started = time.perf_counter()
     if args.synthetic is not None:
+        first = parse_since(args.start) if args.start else None
         try:
-            cases = generate(current, args.synthetic, args.days, args.seed)
+            cases = generate(current, args.synthetic, args.days, args.seed, first)
         except ValueError as err:
             raise CaseError(f"simulate: {err}") from None
         source = f"{len(cases)} synthetic cases over {args.days} days (seed {args.seed})"
-        now = simulate(cases, current)
-        then = simulate(cases, candidate)
+        end = datetime.now(UTC) if args.save else None  # saved as the records would be now
+        now = simulate(cases, current, end=end, keep=args.save)
+        then = simulate(cases, candidate, end=end)
+        if args.save:
+            await save_synthetic(now, current, cases)
     else:
         start, end = simulation_period(args)
         records = Records.from_url()
@@ -518,6 +532,22 @@ async def simulate_command(args: argparse.Namespace) -> int:
     if args.chart:
         print(f"chart written to {write_comparison_chart(comparison, Path(args.chart))}")
     return 0
+
+
+async def save_synthetic(run: DeskRun, policy: Policy, cases: list[Scripted]) -> None:
+    records = Records.from_url()
+    try:
+        saved = await save_recorded(records, run, policy, datetime.now(UTC))
+    except AlreadyRecorded as err:
+        raise CaseError(f"simulate --save refused: {err}; pick another --seed") from None
+    finally:
+        await records.close()
+    first = min(c.opened_at for c in cases)
+    last = max(c.opened_at for c in cases) + timedelta(seconds=1)
+    print(
+        f"saved {saved} synthetic case(s) to the records; replay them with "
+        f"--from {first:%Y-%m-%dT%H:%M:%S} --to {last:%Y-%m-%dT%H:%M:%S}"
+    )
 
 
 def simulation_period(args: argparse.Namespace) -> tuple[datetime, datetime]:

@@ -17,6 +17,8 @@ from starter.simulate import MADE, Act, CaseRun, DeskRun, Scripted
 from workflows.messages import MESSAGES
 from workflows.models import CaseInput, Customer
 from workflows.policy import Policy, PolicyError, policy_from_dict
+from workflows.projections import report
+from workflows.state import CaseState
 
 RECORDED = "(recorded)"  # stands for free text, which the records keep out of the act
 ROLES = {"assignee": Act.ASSIGNEE, "approver": Act.APPROVER}
@@ -182,3 +184,87 @@ def first_difference(
                 f"replayed {b[0]} at tier {b[1]} at {b[2]:%F %T.%f}"
             )
     return None
+
+
+class AlreadyRecorded(ValueError):
+    pass
+
+
+async def save(records: Records, run: DeskRun, policy: Policy, now: datetime) -> int:
+    """Write a run's cases (kept with `simulate(..., keep=True)`) as records, as the worker
+    would have written them: the case rows, their timelines with each person's act, their
+    reports, the policy. A later `simulate --from … --to …` replays them."""
+    states = [c.state for c in run.cases if c.state is not None]
+    ids = [s.case.case_id for s in states]
+    async with records.transaction() as s:
+        taken = (await s.scalars(select(CaseRow.case_id).where(CaseRow.case_id.in_(ids)))).all()
+        if taken:
+            raise AlreadyRecorded(f"case_id: {taken[0]} is in the records already")
+        if await s.get(PolicyRow, policy.version) is None:
+            body = policy.model_dump(mode="json")
+            s.add(PolicyRow(version=policy.version, body=body, first_used_at=now))
+        for st in states:
+            s.add(_case_row(st))
+        await s.flush()
+        for st in states:
+            wid = f"case-{st.case.case_id}"
+            for e in st.timeline:
+                s.add(
+                    TimelineRow(
+                        key=f"{wid}:synthetic:t{e.seq}",
+                        case_id=st.case.case_id,
+                        seq=e.seq,
+                        at=e.at,
+                        what=e.what,
+                        by=e.by,
+                        tier=e.tier,
+                        details=e.details,
+                        via=e.via,
+                        act=e.act,
+                    )
+                )
+            if st.closed_at is not None:
+                body = report(st, st.closed_at).model_dump(mode="json")
+                s.add(
+                    ReportRow(
+                        key=f"{wid}:synthetic:report",
+                        case_id=st.case.case_id,
+                        outcome=body["outcome"],
+                        severity=st.severity,
+                        department=st.department,
+                        sla_breached=st.sla_breached,
+                        duration_seconds=body["duration_seconds"],
+                        created_at=st.closed_at,
+                        body=body,
+                    )
+                )
+    return len(states)
+
+
+def _case_row(st: CaseState) -> CaseRow:
+    c = st.case
+    return CaseRow(
+        case_id=c.case_id,
+        workflow_id=f"case-{c.case_id}",
+        run_id="synthetic",
+        step=len(st.timeline),
+        customer_id=c.customer.id,
+        customer_name=c.customer.name,
+        customer_vip=c.customer.vip,
+        subject=c.subject,
+        category=c.category,
+        channel=c.channel,
+        severity=st.severity,
+        reported_severity=c.severity,
+        stage=st.stage,
+        tier=st.tier,
+        department=st.department,
+        assignee=st.assignee,
+        sla_breached=st.sla_breached,
+        opened_at=st.opened_at,
+        closed_at=st.closed_at,
+        outcome=st.finish if st.closed_at is not None else None,
+        policy_version=st.policy.version,
+        acknowledged=st.acknowledged,
+        breaches=len(st.breaches),
+    )

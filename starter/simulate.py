@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from workflows import decisions, evolve, rules
+from workflows import acts, decisions, evolve, rules
 from workflows.activity_models import CustomerContext
 from workflows.events import Assigned, AssignmentStarted
 from workflows.messages import MESSAGES
@@ -77,6 +77,7 @@ class CaseRun:
     refused_acts: int
     policy_lines: list[tuple[str, int | None, datetime]]  # (what, tier, at) made by the policy
     escalated_to: list[tuple[int, datetime]] = field(default_factory=list)  # by the policy
+    state: CaseState | None = None  # the whole case, when the run keeps it (to save it)
 
 
 @dataclass(slots=True)
@@ -112,6 +113,7 @@ class _Desk:
     horizon: datetime
     own: bool
     scripted: list[Scripted]
+    keep: bool
     states: list[CaseState | None] = field(default_factory=list)
     version: list[int] = field(default_factory=list)
     load: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -144,15 +146,19 @@ class _Desk:
 
 
 def simulate(
-    scripted: list[Scripted], policy: Policy, end: datetime | None = None, own: bool = False
+    scripted: list[Scripted],
+    policy: Policy,
+    end: datetime | None = None,
+    own: bool = False,
+    keep: bool = False,
 ) -> DeskRun:
     """Run every case under `policy` (`own`: under the policy each case ran with, where it
     has one) until it closes or `end` (default: 60 days after the last opening, past any
-    hard cap)."""
+    hard cap); `keep` each case's whole state in its result."""
     ordered = sorted(range(len(scripted)), key=lambda i: (scripted[i].opened_at, i))
     last = max((c.opened_at for c in scripted), default=None)
     horizon = end or ((last + timedelta(days=60)) if last else datetime.now().astimezone())
-    desk = _Desk(policy, horizon, own, scripted)
+    desk = _Desk(policy, horizon, own, scripted, keep)
     n = len(scripted)
     desk.states, desk.version, desk.holder = [None] * n, [0] * n, [None] * n
     desk.refused, desk.sent = [0] * n, [Counter() for _ in range(n)]
@@ -230,12 +236,16 @@ def _act(desk: _Desk, act: Act, i: int, now: datetime) -> None:
         asked = s.pending.approvers if s.pending else []
         first = s.pending.notified[0] if s.pending and s.pending.notified else "nobody"
         payload["by"] = act.person if act.person in asked else first
-    decision = decisions.decide(s, act.name, MESSAGES[act.name].parse(payload), now)
+    msg = MESSAGES[act.name].parse(payload)
+    decision = decisions.decide(s, act.name, msg, now)
     if isinstance(decision, decisions.Refused):
         desk.refused[i] += 1
         return
+    recorded, lines = acts.of(s, act.name, msg), len(s.timeline)
     for event in decision:
         evolve.apply(s, event, now)
+    if len(s.timeline) > lines:  # as the case itself marks a person's line
+        s.timeline[lines].act = recorded
     _settle(desk, i, now)
 
 
@@ -320,6 +330,7 @@ def _result(desk: _Desk, c: Scripted, i: int) -> CaseRun:
             for e in lines
             if e.what == "escalated" and e.by is None
         ],
+        state=s if desk.keep else None,
     )
 
 

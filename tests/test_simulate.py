@@ -248,3 +248,23 @@ async def test_cases_run_by_the_worker_replay_exactly_under_their_own_policy(
         if r.case_id == a
     ]
     assert then.escalations == 0 and then.final_tier == 2
+
+
+def test_a_saved_synthetic_month_replays_from_the_records(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'records.db'}"}
+    assert run_escalate("db", "upgrade", env=env).returncode == 0
+    month = ["--synthetic", "300", "--days", "10", "--seed", "4", "--from", "2026-09-07"]
+    policy = ["--policy", str(BUNDLED_POLICY)]
+    saved = run_escalate("simulate", *policy, *month, "--save", env=env)
+    assert saved.returncode == 0, saved.stderr
+    assert "saved 300 synthetic case(s)" in saved.stdout
+    period = saved.stdout.split("replay them with ", 1)[1].splitlines()[0].split()
+    replayed = run_escalate("simulate", *policy, *period, "--json", env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    answer = json.loads(replayed.stdout)
+    assert answer["fidelity"] == {"cases": 300, "not_reproduced": []}
+    rows = {(r["group"], r["figure"]): r for r in answer["figures"]}
+    escalated = rows[("overall", "automatic escalations")]
+    assert escalated["recorded"] == escalated["current"] > 0
+    again = run_escalate("simulate", *policy, *month, "--save", env=env)
+    assert again.returncode == 2 and "case_id: S-4-" in again.stderr
