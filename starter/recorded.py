@@ -70,8 +70,8 @@ async def load(records: Records, start: datetime, end: datetime) -> Recorded:
             (
                 await s.execute(
                     select(MessageRow.case_id, func.count())
-                    .where(MessageRow.case_id.in_(ids))
-                    .group_by(MessageRow.case_id)
+                    .where(MessageRow.case_id.in_(ids), MessageRow.medium.in_(("mail", "log")))
+                    .group_by(MessageRow.case_id)  # a message's first medium (chat copies it)
                 )
             ).all()
         )

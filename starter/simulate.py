@@ -292,6 +292,7 @@ def _assign(desk: _Desk, s: CaseState, i: int, now: datetime) -> None:
     seq = len(s.timeline)
     entry = TimelineEntry(seq=seq, at=now, what="assigned", by=None, tier=s.tier)
     evolve.apply(s, Assigned(chosen, entry), now)
+    desk.sent[i]["assigned"] += 1  # the assignment's own notice to the assignee
     desk.hold(i, chosen, now)
 
 

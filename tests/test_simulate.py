@@ -240,6 +240,7 @@ async def test_cases_run_by_the_worker_replay_exactly_under_their_own_policy(
     assert runs[e].warnings == 1 and runs[b].approvals == [("approved", "sup-lee")]
     assert {r.case_id: r.approvals for r in replayed.cases}[b] == [("approved", "sup-lee")]
     assert all(r.refused_acts == 0 for r in replayed.cases)
+    assert [r.messages for r in replayed.cases] == [r.messages for r in found.runs]
 
     # a candidate that gives high cases 90 minutes: the same case acknowledged in time
     [then] = [
