@@ -53,7 +53,7 @@ def _in_department(department: str) -> Callable[[CaseRun], bool]:
 
 
 def _through_tier(tier: int) -> Callable[[CaseRun], bool]:
-    return lambda c: tier in c.tier_seconds
+    return lambda c: tier in c.tiers
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Comparison:
     def groups(self) -> list[tuple[str, Callable[[CaseRun], bool], int | None]]:
         runs = self.current.cases + self.candidate.cases + (self.recorded or self.current).cases
         departments = sorted({c.department for c in runs})
-        tiers = sorted({t for c in runs for t in c.tier_seconds})
+        tiers = sorted({t for c in runs for t in c.tiers})
         out: list[tuple[str, Callable[[CaseRun], bool], int | None]] = [
             ("overall", lambda c: True, None)
         ]

@@ -161,6 +161,7 @@ def _run(c: CaseRow, rows: list[TimelineRow], sent: int, report: dict[str, Any] 
         messages=sent,
         refused_acts=0,
         policy_lines=[(r.what, r.tier, r.at) for r in rows if r.by is None and r.what in MADE],
+        tiers=tuple(sorted({r.tier for r in rows if r.tier is not None})),
     )
 
 

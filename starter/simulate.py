@@ -78,6 +78,7 @@ class CaseRun:
     policy_lines: list[tuple[str, int | None, datetime]]  # (what, tier, at) made by the policy
     escalated_to: list[tuple[int, datetime]] = field(default_factory=list)  # by the policy
     state: CaseState | None = None  # the whole case, when the run keeps it (to save it)
+    tiers: tuple[int, ...] = ()  # every tier it went through
 
 
 @dataclass(slots=True)
@@ -332,6 +333,7 @@ def _result(desk: _Desk, c: Scripted, i: int) -> CaseRun:
             if e.what == "escalated" and e.by is None
         ],
         state=s if desk.keep else None,
+        tiers=tuple(sorted({v.tier for v in s.tiers})),
     )
 
 
