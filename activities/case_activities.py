@@ -14,8 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -31,6 +29,8 @@ from activities.records import (
     ReportRow,
     TimelineRow,
     approver_list,
+    timeline_row,
+    upsert_for,
 )
 from activities.relay import Handoff, delivery_of
 from activities.render import Renderer
@@ -285,21 +285,7 @@ class CaseActivities:
         )
         now = _now()
         messages = [self.renderer.render(m, snap) for m in messages]
-        rows: list[dict[str, object]] = [
-            {
-                "key": f"{snap.workflow_id}:{snap.run_id}:t{e.seq}",
-                "case_id": snap.case_id,
-                "seq": e.seq,
-                "at": e.at,
-                "what": e.what,
-                "by": e.by,
-                "tier": e.tier,
-                "details": e.details,
-                "via": e.via,
-                "act": e.act,
-            }
-            for e in timeline
-        ]
+        rows = [timeline_row(snap.workflow_id, snap.run_id, snap.case_id, e) for e in timeline]
         await self._insert_new(s, TimelineRow, rows)
         deliveries = [d for m in messages for d in self._deliveries(m, snap, now)]
         if self.channels.webhook_url:
@@ -336,8 +322,7 @@ class CaseActivities:
         """One report per case (the key is its workflow id's): a report written later in the
         case's own time replaces an earlier one (the resolution's, by the one at close); a
         late retry of an earlier one changes nothing."""
-        dialect = s.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        insert = upsert_for(s)
         stmt = insert(ReportRow).values(rows)
         newer = stmt.excluded.duration_seconds >= ReportRow.duration_seconds
         await s.execute(
@@ -350,8 +335,7 @@ class CaseActivities:
 
     async def _keep_policy(self, s: AsyncSession, policy: Policy, now: datetime) -> None:
         """The policy version as it is, once: what the simulator replays this case under."""
-        dialect = s.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        insert = upsert_for(s)
         body = policy.model_dump(mode="json")
         stmt = insert(PolicyRow).values(version=policy.version, body=body, first_used_at=now)
         await s.execute(stmt.on_conflict_do_nothing(index_elements=["version"]))
@@ -366,8 +350,7 @@ class CaseActivities:
             return []
         columns = {c for row in rows for c in row}
         rows = [{c: row.get(c) for c in columns} for row in rows]  # one shape for a multi-insert
-        dialect = s.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        insert = upsert_for(s)
         stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=["key"])
         keys = set((await s.scalars(stmt.returning(table.key))).all())
         return [row for row in rows if row["key"] in keys]

@@ -30,6 +30,8 @@ from sqlalchemy import (
     event,
     make_url,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -38,6 +40,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from workflows.models import TimelineEntry
 
 DEFAULT_SQLITE = "sqlite:///data/escalations.db"
 
@@ -147,6 +151,27 @@ class MessageRow(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     traceparent: Mapped[str | None] = mapped_column(String(64))  # the trace that queued it
+
+
+def timeline_row(workflow_id: str, run_id: str, case_id: str, e: TimelineEntry) -> dict[str, Any]:
+    """A timeline line as its row, keyed by the run that wrote it."""
+    return {
+        "key": f"{workflow_id}:{run_id}:t{e.seq}",
+        "case_id": case_id,
+        "seq": e.seq,
+        "at": e.at,
+        "what": e.what,
+        "by": e.by,
+        "tier": e.tier,
+        "details": e.details,
+        "via": e.via,
+        "act": e.act,
+    }
+
+
+def upsert_for(s: AsyncSession) -> Any:
+    """The dialect's INSERT with ON CONFLICT (SQLite or PostgreSQL) for this session."""
+    return pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 def approver_list(ids: list[str]) -> str | None:

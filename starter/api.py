@@ -295,3 +295,11 @@ class CaseClient:
                 )
             )
         return found
+
+
+def parse_since(text: str) -> datetime:
+    try:
+        since = datetime.fromisoformat(text)
+    except ValueError:
+        raise CaseError(f"since: {text!r} is not an ISO date or datetime") from None
+    return (since if since.tzinfo else since.replace(tzinfo=UTC)).astimezone(UTC)

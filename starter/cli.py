@@ -11,10 +11,8 @@ import asyncio
 import json
 import os
 import sys
-import time
-from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +24,11 @@ from activities import tracing
 from activities.erasure import StillOpen, cases_of, erase
 from activities.keys import MASTER, MasterKeys, erased_at, rotate
 from activities.migrate import current, head, upgrade
-from activities.policy_file import load_policy
 from activities.records import Records
-from starter.api import CaseClient, CaseError, validate_case, with_proof
-from starter.comparison import Comparison, print_comparison, report_json
-from starter.comparison import write_chart as write_comparison_chart
+from starter.api import CaseClient, CaseError, parse_since, validate_case, with_proof
 from starter.config import exit_now
 from starter.demo import run_demo
-from starter.recorded import AlreadyRecorded, first_difference
-from starter.recorded import load as load_recorded
-from starter.recorded import save as save_recorded
 from starter.reporting import build_report, case_history, case_messages, write_chart
-from starter.simulate import CaseRun, DeskRun, Scripted, simulate
-from starter.synthetic import generate
 from starter.views import (
     print_history,
     print_listing,
@@ -46,9 +36,9 @@ from starter.views import (
     print_report,
     print_status,
 )
+from starter.whatif import simulate_command
 from workflows.messages import MESSAGES, Message
 from workflows.models import SEVERITIES, workflow_id_for
-from workflows.policy import Policy, PolicyError, parse_duration
 from workflows.wording import fmt_when, iso_z
 
 
@@ -239,14 +229,6 @@ def message_payload(message: Message, args: argparse.Namespace) -> dict[str, Any
         return payload
 
     return collect(message.model)
-
-
-def parse_since(text: str) -> datetime:
-    try:
-        since = datetime.fromisoformat(text)
-    except ValueError:
-        raise CaseError(f"since: {text!r} is not an ISO date or datetime") from None
-    return (since if since.tzinfo else since.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def list_query(args: argparse.Namespace) -> str:
@@ -477,104 +459,6 @@ async def report(records: Records, args: argparse.Namespace) -> None:
         print_report(rep)
     if args.chart:
         print(f"chart written to {write_chart(rep, Path(args.chart))}")
-
-
-async def simulate_command(args: argparse.Namespace) -> int:
-    try:
-        candidate = load_policy(args.policy)
-        current = load_policy(args.current)
-    except PolicyError as err:
-        raise CaseError(f"simulate refused: {err}") from None
-    fidelity: list[str] | None = None
-    recorded: DeskRun | None = None
-    started = time.perf_counter()
-    if args.synthetic is not None:
-        first = parse_since(args.start) if args.start else None
-        try:
-            cases = generate(current, args.synthetic, args.days, args.seed, first)
-        except ValueError as err:
-            raise CaseError(f"simulate: {err}") from None
-        source = f"{len(cases)} synthetic cases over {args.days} days (seed {args.seed})"
-        end = datetime.now(UTC) if args.save else None  # saved as the records would be now
-        now = simulate(cases, current, end=end, keep=args.save)
-        then = simulate(cases, candidate, end=end)
-        if args.save:
-            await save_synthetic(now, current, cases)
-    else:
-        start, end = simulation_period(args)
-        records = Records.from_url()
-        try:
-            found = await load_recorded(records, start, end)
-        finally:
-            await records.close()
-        cases, recorded = found.scripted, found.desk()
-        source = f"{len(cases)} recorded cases opened {start:%F %H:%M} to {end:%F %H:%M} UTC"
-        if found.skipped:
-            source += f" ({len(found.skipped)} left out: {summary_of(found.skipped)})"
-        now = simulate(cases, current, end=datetime.now(UTC), own=True)
-        then = simulate(cases, candidate, end=datetime.now(UTC))
-        fidelity = fidelity_lines(found.runs, now)
-    comparison = Comparison(now, then, recorded)
-    seconds = time.perf_counter() - started
-    if args.json:
-        answer = report_json(comparison, source)
-        if fidelity is not None:
-            answer["fidelity"] = {"cases": len(cases), "not_reproduced": fidelity}
-        print(json.dumps(answer, indent=2, default=str))
-    else:
-        if fidelity is not None:
-            reproduced = len(cases) - len(fidelity)
-            print(f"fidelity: {reproduced} of {len(cases)} cases reproduced under their own policy")
-            for line in fidelity:
-                print(f"  not reproduced: {line}")
-            print()
-        print_comparison(comparison, source, seconds)
-    if args.chart:
-        print(f"chart written to {write_comparison_chart(comparison, Path(args.chart))}")
-    return 0
-
-
-async def save_synthetic(run: DeskRun, policy: Policy, cases: list[Scripted]) -> None:
-    records = Records.from_url()
-    try:
-        saved = await save_recorded(records, run, policy, datetime.now(UTC))
-    except AlreadyRecorded as err:
-        raise CaseError(f"simulate --save refused: {err}; pick another --seed") from None
-    finally:
-        await records.close()
-    first = min(c.opened_at for c in cases)
-    last = max(c.opened_at for c in cases) + timedelta(seconds=1)
-    print(
-        f"saved {saved} synthetic case(s) to the records; replay them with "
-        f"--from {first:%Y-%m-%dT%H:%M:%S} --to {last:%Y-%m-%dT%H:%M:%S}"
-    )
-
-
-def simulation_period(args: argparse.Namespace) -> tuple[datetime, datetime]:
-    end = parse_since(args.to) if args.to else datetime.now(UTC)
-    if args.start:
-        return parse_since(args.start), end
-    try:
-        span = parse_duration(args.since or "30d")
-    except ValueError:
-        raise CaseError(f"since: {args.since!r} is not a duration such as 30d or 12h") from None
-    return end - timedelta(seconds=span), end
-
-
-def summary_of(skipped: dict[str, str]) -> str:
-    reasons = Counter(skipped.values())
-    return "; ".join(f"{n} because {why}" for why, n in reasons.most_common())
-
-
-def fidelity_lines(recorded: list[CaseRun], replayed: DeskRun) -> list[str]:
-    """The cases whose replay under their own policy differs, with the first difference."""
-    by_id = {c.case_id: c for c in replayed.cases}
-    out = []
-    for run in recorded:
-        diff = first_difference(run.policy_lines, by_id[run.case_id].policy_lines)
-        if diff is not None:
-            out.append(f"{run.case_id}: {diff}")
-    return out
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {

@@ -4,7 +4,7 @@ policy did by itself (the lines a replay under that policy must reproduce)."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,12 +12,21 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
-from activities.records import CaseRow, MessageRow, PolicyRow, Records, ReportRow, TimelineRow
-from starter.simulate import MADE, Act, CaseRun, DeskRun, Scripted
+from activities.records import (
+    CaseRow,
+    MessageRow,
+    PolicyRow,
+    Records,
+    ReportRow,
+    TimelineRow,
+    approver_list,
+    timeline_row,
+)
+from starter.simulate import Act, CaseRun, DeskRun, Scripted, line_figures
 from workflows.messages import MESSAGES
 from workflows.models import CaseInput, Customer
 from workflows.policy import Policy, PolicyError, policy_from_dict
-from workflows.projections import report
+from workflows.projections import report, snapshot
 from workflows.state import CaseState
 
 RECORDED = "(recorded)"  # stands for free text, which the records keep out of the act
@@ -130,14 +139,9 @@ async def load(records: Records, start: datetime, end: datetime) -> Recorded:
 
 
 def _run(c: CaseRow, rows: list[TimelineRow], sent: int, report: dict[str, Any] | None) -> CaseRun:
-    resolved = [r.at for r in rows if r.what == "resolved"]
     tier_seconds: dict[int, float] = defaultdict(float)
     for visit in (report or {}).get("tiers", []):
         tier_seconds[int(visit["tier"])] += float(visit.get("seconds") or 0.0)
-    breaches: Counter[str] = Counter()
-    for r in rows:
-        if r.what.endswith("SLA breached"):
-            breaches[r.what.split()[0]] += 1
     return CaseRun(
         case_id=c.case_id,
         department=c.department or "",
@@ -146,22 +150,11 @@ def _run(c: CaseRow, rows: list[TimelineRow], sent: int, report: dict[str, Any] 
         final_tier=c.tier or 0,
         opened_at=c.opened_at,
         closed_at=c.closed_at,
-        resolved_at=resolved[-1] if resolved else None,
-        escalations=sum(1 for r in rows if r.what == "escalated" and r.by is None),
-        manual_escalations=sum(1 for r in rows if r.what == "escalated" and r.by is not None),
-        breaches=breaches,
-        warnings=sum(1 for r in rows if r.what.endswith("SLA warning")),
         tier_seconds=dict(tier_seconds),
-        approvals=[
-            (r.what.removeprefix("approval "), r.by or "")
-            for r in rows
-            if r.what in ("approval approved", "approval rejected")
-        ],
-        customer_updates=sum(1 for r in rows if r.what == "customer updated"),
         messages=sent,
         refused_acts=0,
-        policy_lines=[(r.what, r.tier, r.at) for r in rows if r.by is None and r.what in MADE],
         tiers=tuple(sorted({r.tier for r in rows if r.tier is not None})),
+        **line_figures(rows),
     )
 
 
@@ -210,20 +203,7 @@ async def save(records: Records, run: DeskRun, policy: Policy, now: datetime) ->
         for st in states:
             wid = f"case-{st.case.case_id}"
             for e in st.timeline:
-                s.add(
-                    TimelineRow(
-                        key=f"{wid}:synthetic:t{e.seq}",
-                        case_id=st.case.case_id,
-                        seq=e.seq,
-                        at=e.at,
-                        what=e.what,
-                        by=e.by,
-                        tier=e.tier,
-                        details=e.details,
-                        via=e.via,
-                        act=e.act,
-                    )
-                )
+                s.add(TimelineRow(**timeline_row(wid, "synthetic", st.case.case_id, e)))
             if st.closed_at is not None:
                 body = report(st, st.closed_at).model_dump(mode="json")
                 s.add(
@@ -243,29 +223,19 @@ async def save(records: Records, run: DeskRun, policy: Policy, now: datetime) ->
 
 
 def _case_row(st: CaseState) -> CaseRow:
-    c = st.case
-    return CaseRow(
-        case_id=c.case_id,
-        workflow_id=f"case-{c.case_id}",
-        run_id="synthetic",
-        step=len(st.timeline),
-        customer_id=c.customer.id,
-        customer_name=c.customer.name,
-        customer_vip=c.customer.vip,
-        subject=c.subject,
-        category=c.category,
-        channel=c.channel,
-        severity=st.severity,
-        reported_severity=c.severity,
-        stage=st.stage,
-        tier=st.tier,
-        department=st.department,
-        assignee=st.assignee,
-        sla_breached=st.sla_breached,
-        opened_at=st.opened_at,
-        closed_at=st.closed_at,
-        outcome=st.finish if st.closed_at is not None else None,
-        policy_version=st.policy.version,
-        acknowledged=st.acknowledged,
-        breaches=len(st.breaches),
-    )
+    """The case row as the worker's records would have it at the end of the run."""
+    wid, closing = f"case-{st.case.case_id}", st.closed_at is not None
+    snap = snapshot(st, wid, "synthetic", len(st.timeline), closing).model_dump()
+    snap["approvers"] = approver_list(snap["approvers"])
+    return CaseRow(**snap, customer_vip=st.case.customer.vip)
+
+
+def fidelity_lines(recorded: list[CaseRun], replayed: DeskRun) -> list[str]:
+    """The cases whose replay under their own policy differs, with the first difference."""
+    by_id = {c.case_id: c for c in replayed.cases}
+    out = []
+    for run in recorded:
+        diff = first_difference(run.policy_lines, by_id[run.case_id].policy_lines)
+        if diff is not None:
+            out.append(f"{run.case_id}: {diff}")
+    return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import heapq
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -24,7 +25,7 @@ from workflows.events import Assigned, AssignmentStarted
 from workflows.messages import MESSAGES
 from workflows.models import CaseInput, TimelineEntry
 from workflows.policy import Policy
-from workflows.state import CaseState, Due, DueKind, Opening
+from workflows.state import CaseState, Due, Opening
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,11 +243,7 @@ def _act(desk: _Desk, act: Act, i: int, now: datetime) -> None:
     if isinstance(decision, decisions.Refused):
         desk.refused[i] += 1
         return
-    recorded, lines = acts.of(s, act.name, msg), len(s.timeline)
-    for event in decision:
-        evolve.apply(s, event, now)
-    if len(s.timeline) > lines:  # as the case itself marks a person's line
-        s.timeline[lines].act = recorded
+    acts.applied(s, act.name, msg, decision, lambda event: evolve.apply(s, event, now))
     _settle(desk, i, now)
 
 
@@ -316,17 +313,9 @@ def _result(desk: _Desk, c: Scripted, i: int) -> CaseRun:
         final_tier=s.tier,
         opened_at=s.opened_at,
         closed_at=s.closed_at,
-        resolved_at=resolved[-1] if resolved else None,
-        escalations=sum(1 for e in lines if e.what == "escalated" and e.by is None),
-        manual_escalations=sum(1 for e in lines if e.what == "escalated" and e.by is not None),
-        breaches=Counter(b.clock for b in s.breaches),
-        warnings=sum(1 for e in lines if e.what.endswith("SLA warning")),
         tier_seconds=dict(tier_seconds),
-        approvals=[(a.decision, a.decided_by or "") for a in s.approvals],
-        customer_updates=desk.sent[i]["status_update"],
         messages=sum(desk.sent[i].values()),
         refused_acts=desk.refused[i],
-        policy_lines=[(e.what, e.tier, e.at) for e in lines if e.by is None and e.what in MADE],
         escalated_to=[
             (entered.get(e.at, e.tier or 0), e.at)
             for e in lines
@@ -334,7 +323,29 @@ def _result(desk: _Desk, c: Scripted, i: int) -> CaseRun:
         ],
         state=s if desk.keep else None,
         tiers=tuple(sorted({v.tier for v in s.tiers})),
+        **line_figures(lines),
     )
 
 
-__all__ = ["Act", "CaseRun", "DeskRun", "DueKind", "Scripted", "simulate"]
+def line_figures(lines: Iterable[Any]) -> dict[str, Any]:
+    """What a case's timeline says, as the comparison counts it: the same for a simulated
+    case's lines and a recorded case's rows (both have what, by, tier, at)."""
+    lines = list(lines)
+    resolved = [e.at for e in lines if e.what == "resolved"]
+    return {
+        "resolved_at": resolved[-1] if resolved else None,
+        "escalations": sum(1 for e in lines if e.what == "escalated" and e.by is None),
+        "manual_escalations": sum(1 for e in lines if e.what == "escalated" and e.by is not None),
+        "breaches": Counter(e.what.split()[0] for e in lines if e.what.endswith("SLA breached")),
+        "warnings": sum(1 for e in lines if e.what.endswith("SLA warning")),
+        "approvals": [
+            (e.what.removeprefix("approval "), e.by or "")
+            for e in lines
+            if e.what.startswith("approval ") and e.what not in NOT_DECISIONS
+        ],
+        "customer_updates": sum(1 for e in lines if e.what == "customer updated"),
+        "policy_lines": [(e.what, e.tier, e.at) for e in lines if e.by is None and e.what in MADE],
+    }
+
+
+NOT_DECISIONS = {"approval requested", "approval escalated"}

@@ -13,8 +13,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.policy_file import BUNDLED_POLICY, load_policy
 from activities.records import Records
-from starter.cli import fidelity_lines
 from starter.comparison import Comparison
+from starter.recorded import fidelity_lines
 from starter.recorded import load as load_recorded
 from starter.simulate import Act, CaseRun, Scripted, simulate
 from starter.synthetic import generate

@@ -5,8 +5,10 @@ personal data the records scrub on erasure."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from workflows.events import Event
 from workflows.models import Strict
 from workflows.state import CaseState
 
@@ -37,3 +39,15 @@ def of(state: CaseState, name: str, msg: Strict) -> dict[str, Any]:
         act["person"] = by  # staff, not the customer: who decided, if the replay asks them
     act.update({k: v for k, v in fields.items() if v is not None})
     return act
+
+
+def applied(
+    state: CaseState, name: str, msg: Strict, events: list[Event], apply: Callable[[Event], None]
+) -> None:
+    """A person's message taken: its events applied, its act on the first line they wrote
+    (the case's message intake and the simulator both take messages this way)."""
+    act, first = of(state, name, msg), len(state.timeline)
+    for event in events:
+        apply(event)
+    if len(state.timeline) > first:
+        state.timeline[first].act = act

@@ -61,7 +61,7 @@ class MessageIntake:
         msg = self._parse(name, payload)
         events = self._decide(name, msg)  # the state may have moved on
         s = self._case
-        self._apply(events, acts.of(s, name, msg))
+        self._apply(name, msg, events)
         self._trace = tracecontext.current() or self._trace
         text = decisions.accepted(events, s)
         target = self._mutations
@@ -114,22 +114,16 @@ class MessageIntake:
             if self._state is None or self._state.stage != "closed":
                 self._ignore(name, decision.reason)
             return
-        assert self._state is not None  # decide refuses every message before identify
-        self._apply(decision, acts.of(self._state, name, msg))
+        self._apply(name, msg, decision)
 
     def _ignore(self, name: str, reason: str) -> None:
         self._mutations += 1
         evolve.ignore(self._state or self._opening, name, reason, workflow.now())
 
-    def _apply(self, events: list[Event], act: dict[str, Any]) -> None:
-        """A person's message: its events, and its act on the first line it wrote."""
+    def _apply(self, name: str, msg: Strict, events: list[Event]) -> None:
         self._mutations += 1
-        now, s = workflow.now(), self._case
-        first = len(s.timeline)
-        for event in events:
-            self._evolve(event, now)
-        if len(s.timeline) > first:
-            s.timeline[first].act = act
+        now = workflow.now()
+        acts.applied(self._case, name, msg, events, lambda event: self._evolve(event, now))
 
     def _evolve(self, event: Event, now: datetime) -> None:
         """Count it for operators (from the state before it), then apply it."""
