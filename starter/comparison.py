@@ -7,20 +7,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from starter.reporting import percentile
 from starter.simulate import CaseRun, DeskRun
 
 Figure = float | int | None
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def _hours(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds / 3600, 2)
+    return None if seconds is None else round(seconds / 3600, 2)  # a table's hours
 
 
 def figures(cases: list[CaseRun], tier: int | None = None) -> dict[str, Figure]:
@@ -36,10 +30,10 @@ def figures(cases: list[CaseRun], tier: int | None = None) -> dict[str, Figure]:
         "ack breaches": sum(c.breaches["ack"] for c in cases),
         "resolve breaches": sum(c.breaches["resolve"] for c in cases),
         "warnings": sum(c.warnings for c in cases),
-        "time in tier p50 (h)": _hours(_pct(in_tier, 0.5)),
-        "time in tier p90 (h)": _hours(_pct(in_tier, 0.9)),
-        "time to resolve p50 (h)": _hours(_pct(to_resolve, 0.5)),
-        "time to resolve p90 (h)": _hours(_pct(to_resolve, 0.9)),
+        "time in tier p50 (h)": _hours(percentile(in_tier, 50)),
+        "time in tier p90 (h)": _hours(percentile(in_tier, 90)),
+        "time to resolve p50 (h)": _hours(percentile(to_resolve, 50)),
+        "time to resolve p90 (h)": _hours(percentile(to_resolve, 90)),
         "approvals": sum(len(c.approvals) for c in cases),
         "customer updates": sum(c.customer_updates for c in cases),
         "messages": sum(c.messages for c in cases),

@@ -35,8 +35,9 @@ SPREAD = 0.9  # sigma of the log-normal: a few answer at several times the media
 def generate(
     policy: Policy, n: int, days: int, seed: int = 1, start: datetime | None = None
 ) -> list[Scripted]:
-    """`n` cases over `days` days from `start` (the Monday before today, 00:00 UTC, unless
-    given), each with what its people and customer do and when."""
+    """`n` cases over `days` days from `start` (unless given: a Monday, 00:00 UTC, enough
+    whole weeks back that the month ends by today), each with what its people and customer
+    do and when."""
     if n < 1 or days < 1:
         raise ValueError("--synthetic and --days: positive numbers")
     rng = random.Random(seed)
