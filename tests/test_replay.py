@@ -122,3 +122,27 @@ async def test_a_case_from_before_the_clock_read_depends_on_the_task_time() -> N
     ]
     failure = await replay(STALE_CLOCK.stem, recorded)
     assert failure is not None and "Nondeterminism" in str(failure)
+
+
+RACE = Path(__file__).parent / "histories" / "case-RACE-1.json"
+
+
+async def test_an_update_taken_in_the_task_that_brought_the_assignment_replays() -> None:
+    """case-RACE-1: the assignment's result waited out a sticky task's timeout, and the
+    assignee's acknowledge was accepted in the task that delivered that result, before the
+    assignment's own commands (seen under load). On replay the SDK runs the Update before
+    the result: the handler waits for the assignment instead of refusing what history says
+    it accepted, and the case replays to its end."""
+    events = json.loads(TEXTS[RACE])["events"]
+    kinds = [e["eventType"].removeprefix("EVENT_TYPE_") for e in events]
+    done = kinds.index("ACTIVITY_TASK_COMPLETED", kinds.index("ACTIVITY_TASK_COMPLETED") + 1)
+    assert kinds[done + 1 : done + 7] == [
+        "WORKFLOW_TASK_SCHEDULED",
+        "WORKFLOW_TASK_TIMED_OUT",
+        "WORKFLOW_TASK_SCHEDULED",
+        "WORKFLOW_TASK_STARTED",
+        "WORKFLOW_TASK_COMPLETED",
+        "WORKFLOW_EXECUTION_UPDATE_ACCEPTED",
+    ]
+    assert kinds[-1] == "WORKFLOW_EXECUTION_COMPLETED"
+    assert await replay(RACE.stem, events) is None

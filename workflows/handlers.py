@@ -5,8 +5,9 @@ parse, decide, check the proof, apply. The case shell (case.py) inherits the int
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 from temporalio import workflow
@@ -59,7 +60,11 @@ class MessageIntake:
 
     async def _on_update(self, name: str, payload: Any) -> MessageResult:
         msg = self._parse(name, payload)
-        events = self._decide(name, msg)  # the state may have moved on
+        decision = decisions.decide(self._state, name, msg, workflow.now())
+        if isinstance(decision, decisions.Refused):
+            await workflow.wait_condition(self._taken(name, msg))
+            decision = decisions.decide(self._state, name, msg, workflow.now())
+        events = cast(list[Event], decision)
         s = self._case
         self._apply(name, msg, events)
         self._trace = tracecontext.current() or self._trace
@@ -68,6 +73,19 @@ class MessageIntake:
         await workflow.wait_condition(lambda: self._settled >= target)
         return MessageResult(
             accepted=True, message=text, stage=s.stage, tier=s.tier, assignee=s.assignee
+        )
+
+    def _taken(self, name: str, msg: Strict) -> Callable[[], bool]:
+        """Live, the validator has just decided on this same state, so the handler's decision
+        never refuses. On replay there is no validator, and a task that brought an activity's
+        result with an Update may be split differently than it ran: the SDK runs the Update
+        first, before the result (an assignment, say) that its acceptance relied on. The
+        handler then waits for the state that accepted it, instead of failing an Update that
+        history says was accepted (a non-determinism error that stops the case)."""
+        return lambda: (
+            not isinstance(
+                decisions.decide(self._state, name, msg, workflow.now()), decisions.Refused
+            )
         )
 
     def _check_proof(self, name: str, msg: Strict) -> None:
