@@ -59,6 +59,23 @@ def closing_policy() -> Path:
     return path
 
 
+def windowed_policy(window: str = "3s") -> Path:
+    """The bundled policy with its reopen window, shortened so a run sees the case close: the
+    same commands as the bundled 7 days, in seconds."""
+    path = Path(tempfile.gettempdir()) / "escalation-bench-windowed.toml"
+    text = re.sub(
+        r"^reopen_window = .*$",
+        "reopen_window = { " + ", ".join(f'{s} = "{window}"' for s in SEVERITIES) + " }",
+        BUNDLED_POLICY.read_text(),
+        flags=re.M,
+    )
+    path.write_text(text)
+    return path
+
+
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
 def start_worker(
     kind: str,
     address: str,

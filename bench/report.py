@@ -49,7 +49,13 @@ def judge(report: Report) -> None:
     report.target(
         f"case throughput per action vs baseline (N={t['n']})", ratio, 0.8, ratio >= 0.8, "x"
     )
-    report.target("billable actions per happy-path case", ca, 14, ca <= 14)
+    wa = r.get("case_history_windowed", {}).get("actions")
+    report.target(
+        "billable actions per happy-path case, with the reopen window",
+        wa,
+        14,
+        wa is not None and wa <= 14,
+    )
     ev = r["case_history"]["events"]
     report.target("history events per happy-path case", ev, 150, ev <= 150)
     u = r["approval_update_ms"]
@@ -145,6 +151,8 @@ def markdown(report: Report) -> str:
         )
     ch, bh = r["case_history"], r["baseline_history"]
     rows.append(("billable actions per happy path", ch["actions"], bh["actions"]))
+    if wh := r.get("case_history_windowed"):
+        rows.append(("billable actions per happy path, with the reopen window", wh["actions"], "—"))
     rows.append(("history events per happy path", ch["events"], bh["events"]))
     u = r["approval_update_ms"]
     rows.append(
@@ -272,7 +280,8 @@ def markdown(report: Report) -> str:
         "|---|---|---|",
         *[f"| {name} | {case} | {base} |" for name, case, base in rows],
         "",
-        f"Billable actions of a happy-path case: {ch['by_kind']}",
+        f"Billable actions of a happy-path case: {ch['by_kind']}"
+        + (f"; with the reopen window: {wh['by_kind']}" if wh else ""),
         "",
         *(
             [

@@ -31,7 +31,14 @@ from bench.observed import observing
 from bench.processes import BENCH_MASTER, start_worker
 from bench.report import Report, judge, markdown
 from bench.simulation import simulation
-from bench.workloads import kill_one, parked, throughput, timer_precision, update_latency
+from bench.workloads import (
+    kill_one,
+    parked,
+    throughput,
+    timer_precision,
+    update_latency,
+    windowed_cost,
+)
 from starter.config import exit_now
 from starter.devserver import DevServer
 
@@ -85,6 +92,8 @@ async def main_async(small: bool) -> Report:
                     "off": round(off * 1000, 1),
                     "observed": round(on * 1000, 1),
                 }
+                print("a happy path with the reopen window, to its close")
+                await windowed_cost(report, sealed, address, db_url)
                 print("approval update round-trip")
                 await update_latency(report, client, sealed, case_tq, base_tq, samples)
                 await update_latency(report, client, client, plain_tq, base_tq, samples, "_plain")

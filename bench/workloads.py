@@ -22,7 +22,7 @@ from bench.drivers import (
     retrying,
     run_all,
 )
-from bench.processes import BENCH_SECRET, start_worker
+from bench.processes import BENCH_SECRET, start_worker, windowed_policy
 from bench.report import Report, percentile
 from starter.api import CaseClient, with_proof
 from workflows.models import CaseStatus, MessageResult
@@ -61,6 +61,20 @@ async def throughput(
     if not tag:
         report.results["case_history"] = await history_shape(cases, f"case-B{run}-{sizes[0]}-0")
         report.results["baseline_history"] = await history_shape(client, f"base-{run}-{sizes[0]}-0")
+
+
+async def windowed_cost(report: Report, cases: Client, address: str, db_url: str) -> None:
+    """One happy path under the bundled policy with its reopen window (made seconds long),
+    to its close: what a case costs as shipped."""
+    tq = f"windowed-{uuid.uuid4().hex[:6]}"
+    worker = start_worker("case", address, tq, db_url, policy=windowed_policy())
+    try:
+        case_id = f"WIN-{uuid.uuid4().hex[:6]}"
+        await case_happy_path(CaseClient(cases, tq), case_id, 0)
+        await cases.get_workflow_handle(f"case-{case_id}").result()
+        report.results["case_history_windowed"] = await history_shape(cases, f"case-{case_id}")
+    finally:
+        worker.stop()
 
 
 async def update_latency(

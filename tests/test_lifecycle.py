@@ -5,12 +5,14 @@ continues as new."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.testing import WorkflowEnvironment
@@ -19,6 +21,7 @@ from activities.records import CaseRow, Records, ReportRow
 from starter.api import CaseError
 from starter.reporting import build_report, write_chart
 from workflows import carry
+from workflows.handlers import CASE_V2
 from workflows.models import WORKFLOW_TYPE, CaseStatus, MessageResult, workflow_id_for
 from workflows.policy import Policy
 
@@ -67,6 +70,22 @@ async def test_resolved_case_takes_one_rating_then_closes_at_the_window_end(
         reports = (await s.scalars(select(ReportRow).where(ReportRow.case_id == cid))).all()
     assert row is not None and row.stage == "closed" and row.closed_at is not None
     assert len(reports) == 1 and reports[0].body["feedback"][0]["score"] == 4  # the final one
+
+    # what the case cost: one patch marker for all the changes since the first cases, and
+    # report-up (it lasts as long as one activity) never shown in the search attributes
+    history = await desk.client.get_workflow_handle(f"case-{cid}").fetch_history()
+    patches, stages = [], []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            details = event.marker_recorded_event_attributes.details
+            if "patch-data" in details:
+                patches += [json.loads(p.data)["id"] for p in details["patch-data"].payloads]
+        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
+            if "CaseStage" in fields.indexed_fields:
+                stages.append(json.loads(fields.indexed_fields["CaseStage"].data))
+    assert patches == [CASE_V2]
+    assert stages == ["assign", "resolve", "resolved", "closed"]
 
 
 async def test_reopen_goes_back_to_the_resolver_with_fresh_clocks(

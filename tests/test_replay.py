@@ -22,7 +22,7 @@ from workflows.case import (
     TIMER_CLOCK,
     EscalationCase,
 )
-from workflows.handlers import SIGNAL_PROOF
+from workflows.handlers import CASE_V2, SIGNAL_PROOF
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 TEXTS = {path: path.read_text() for path in HISTORIES}
@@ -72,6 +72,10 @@ def test_histories_cover_code_before_and_after_each_patch() -> None:
     assert any(CONTINUE_AS_NEW in p for p in seen), "no history continues as new"
     assert any(SIGNAL_PROOF in p for p in seen), "no history checks a Signal's proof"
     assert any(SIGNAL_PROOF not in p for p in seen), "no history from before proofs"
+    current = [p for p in seen if CASE_V2 in p]
+    assert len(current) >= 3, "no current histories (a plain, a paged-again and a long case)"
+    assert all(p == {CASE_V2} for p in current), "a current case meets one patch, not each"
+    assert any(CASE_V2 not in p for p in seen), "no history from before case-v2"
 
 
 STALE_CLOCK = Path(__file__).parent / "histories" / "case-SR-142428.json"

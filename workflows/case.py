@@ -54,6 +54,10 @@ RENOTIFY = "renotify"  # an unacknowledged assignee is paged again (policy renot
 RESOLVED_STAGE = "resolved-stage"  # resolved cases stay open for the reopen window
 CONTINUE_AS_NEW = "continue-as-new"  # a long case carries its state into a new run
 # (and SIGNAL_PROOF, with the message intake in handlers.py)
+# CASE_V2 (handlers.py) stands for every change above in the cases started since: a patch
+# costs a case a marker and a search-attribute upsert where it is first met, so a new case
+# pays for one, not one per change; cases started before it meet the patches one by one, as
+# they ran. Its own change: report-up is not shown in the search attributes (it lasts ms).
 
 MAX_HISTORY_EVENTS = 2_000  # well below the server's limits (50k events, 50 MB)
 
@@ -91,6 +95,7 @@ class EscalationCase(MessageIntake):
 
     @workflow.run
     async def run(self, raw: Any) -> CaseReport:
+        self._current()  # decided in a case's first task: on replay, always as it ran
         if not carry.is_carried(raw):  # else __init__ restored the carried state
             try:
                 case = case_input(raw, workflow.info().workflow_id)
@@ -104,7 +109,7 @@ class EscalationCase(MessageIntake):
             await self._open_and_identify(case, now)
         self._upsert_search_attributes()
         while True:
-            if workflow.patched(CONCURRENT_RECORDER):
+            if self._since(CONCURRENT_RECORDER):
                 await self._run_clocks_with_recorder()
             else:
                 await self._run_clocks_then_record()
@@ -141,7 +146,7 @@ class EscalationCase(MessageIntake):
         policy = shared(ctx.policy)
         self._state = s = evolve.identify(self._opening, ctx, policy, prefix, workflow.now())
         self._meter.record(measures.opened(s))
-        if s.renotify_every and not workflow.patched(RENOTIFY):
+        if s.renotify_every and not self._since(RENOTIFY):
             s.renotify_every = None
 
     def _enter_stage(self, stage: Stage) -> None:
@@ -165,7 +170,7 @@ class EscalationCase(MessageIntake):
                 await self._assign()
             if s.finish is not None:
                 break
-            if self._history_is_long() and workflow.patched(CONTINUE_AS_NEW):
+            if self._history_is_long() and self._since(CONTINUE_AS_NEW):
                 await self._continue_as_new(recorder)
             due = decisions.next_due(s)
             seen = self._mutations
@@ -177,7 +182,7 @@ class EscalationCase(MessageIntake):
                     )
                     continue
                 except TimeoutError:
-                    if workflow.patched(TIMER_CLOCK):
+                    if self._since(TIMER_CLOCK):
                         # no patch check after the read: its marker would come a task later
                         self._reads_clock = True
                         await self._read_clock(due.label)
@@ -259,7 +264,7 @@ class EscalationCase(MessageIntake):
         quiet = self._reads_clock
         late = due.clock is not None and decisions.sla_deadline(s, due.clock) <= now
         if due.kind is DueKind.WARNING and late and not quiet:
-            quiet = workflow.patched(NO_LATE_WARNING)
+            quiet = self._since(NO_LATE_WARNING)
         breached = s.sla_breached
         self._meter.record(measures.late(due, now))
         for event in decisions.on_due(s, due, now, quiet):
@@ -333,7 +338,7 @@ class EscalationCase(MessageIntake):
     async def _report_up(self) -> CaseReport:
         s, now = self._case, workflow.now()
         until = decisions.reopen_until(s, now)  # none in policies pinned by older cases
-        if until is not None and not workflow.patched(RESOLVED_STAGE):
+        if until is not None and not self._since(RESOLVED_STAGE):
             until = None
         reported = decisions.report_up(s, until)
         evolve.apply(s, reported, now)
@@ -394,7 +399,7 @@ class EscalationCase(MessageIntake):
 
     def _upsert_search_attributes(self) -> None:
         """Send only the attributes whose values changed since the last upsert."""
-        if self._state is not None:
+        if self._state is not None and not (self._state.stage == "report_up" and self._current()):
             wanted = projections.search_attributes(self._state)
             if updates := sa.changes(wanted, self._sa_sent):
                 workflow.upsert_search_attributes(updates)

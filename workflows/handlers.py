@@ -21,6 +21,7 @@ from workflows.models import MessageResult, Strict, describe_validation_error
 from workflows.state import CaseState, Opening
 
 SIGNAL_PROOF = "signal-proof"  # a patch: a Signal's proof is checked (a local activity) first
+CASE_V2 = "case-v2"  # a patch: every patch of the case at once (workflows/case.py)
 
 
 class Rejected(ApplicationError):
@@ -45,6 +46,14 @@ class MessageIntake:
     def _case(self) -> CaseState:
         assert self._state is not None
         return self._state
+
+    def _current(self) -> bool:
+        """A case started on the code with every patch below (the SDK keeps the answer)."""
+        return workflow.patched(CASE_V2)
+
+    def _since(self, patch: str) -> bool:
+        """Whether the case runs the code since `patch`: a current case always does."""
+        return self._current() or workflow.patched(patch)
 
     def _parse(self, name: str, payload: Any) -> Strict:
         try:
@@ -120,7 +129,7 @@ class MessageIntake:
             self._ignore(name, describe_validation_error(err))
             return
         claim = proofs.claim_for(self._state, name, msg)
-        if claim is not None and workflow.patched(SIGNAL_PROOF):
+        if claim is not None and self._since(SIGNAL_PROOF):
             self._proving += 1
             asyncio.create_task(self._proven_signal(name, msg, claim))
             return
