@@ -11,8 +11,10 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 from activities.policy_file import BUNDLED_POLICY
+from workflows.models import Severity
 
 # --- processes ------------------------------------------------------------------------------
 
@@ -51,29 +53,21 @@ BENCH_MASTER = bytes(range(32))  # the benchmark's master key (its cases are thr
 
 def closing_policy() -> Path:
     """The bundled policy with cases closing at their resolution: the happy path ends at its
-    report-up, not a reopen window (7 days) later. The window costs a case one timer and, at
-    its end, one record (README, Benchmark)."""
-    path = Path(tempfile.gettempdir()) / "escalation-bench-policy.toml"
-    text = re.sub(r"^reopen_window = .*$", "", BUNDLED_POLICY.read_text(), flags=re.M)
-    path.write_text(text)
-    return path
+    report-up, not a reopen window (7 days) later (README, Benchmark)."""
+    return _bundled_with_window("", "escalation-bench-policy.toml")
 
 
 def windowed_policy(window: str = "3s") -> Path:
     """The bundled policy with its reopen window, shortened so a run sees the case close: the
     same commands as the bundled 7 days, in seconds."""
-    path = Path(tempfile.gettempdir()) / "escalation-bench-windowed.toml"
-    text = re.sub(
-        r"^reopen_window = .*$",
-        "reopen_window = { " + ", ".join(f'{s} = "{window}"' for s in SEVERITIES) + " }",
-        BUNDLED_POLICY.read_text(),
-        flags=re.M,
-    )
-    path.write_text(text)
+    each = ", ".join(f'{s} = "{window}"' for s in get_args(Severity))
+    return _bundled_with_window(f"reopen_window = {{ {each} }}", "escalation-bench-windowed.toml")
+
+
+def _bundled_with_window(line: str, name: str) -> Path:
+    path = Path(tempfile.gettempdir()) / name
+    path.write_text(re.sub(r"^reopen_window = .*$", line, BUNDLED_POLICY.read_text(), flags=re.M))
     return path
-
-
-SEVERITIES = ("low", "medium", "high", "critical")
 
 
 def start_worker(

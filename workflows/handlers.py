@@ -5,9 +5,8 @@ parse, decide, check the proof, apply. The case shell (case.py) inherits the int
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from pydantic import ValidationError
 from temporalio import workflow
@@ -61,19 +60,28 @@ class MessageIntake:
         except ValidationError as err:
             raise Rejected(f"invalid {name}: {describe_validation_error(err)}") from None
 
+    def _decision(self, name: str, msg: Strict) -> decisions.Decision:
+        return decisions.decide(self._state, name, msg, workflow.now())
+
     def _decide(self, name: str, msg: Strict) -> list[Event]:
-        decision = decisions.decide(self._state, name, msg, workflow.now())
+        decision = self._decision(name, msg)
         if isinstance(decision, decisions.Refused):
             raise Rejected(decision.reason)
         return decision
 
     async def _on_update(self, name: str, payload: Any) -> MessageResult:
+        """Live, the validator has just decided on this same state, so the decision here is
+        not refused. On replay there is no validator, and a task that brought an activity's
+        result with an Update may be split differently than it ran: the SDK runs the Update
+        first, before the result (an assignment, say) its acceptance relied on. The handler
+        then waits for that state instead of failing an Update history says was accepted (a
+        non-determinism error that stops the case)."""
         msg = self._parse(name, payload)
-        decision = decisions.decide(self._state, name, msg, workflow.now())
-        if isinstance(decision, decisions.Refused):
-            await workflow.wait_condition(self._taken(name, msg))
-            decision = decisions.decide(self._state, name, msg, workflow.now())
-        events = cast(list[Event], decision)
+        if isinstance(self._decision(name, msg), decisions.Refused):  # only then: no yield
+            await workflow.wait_condition(
+                lambda: not isinstance(self._decision(name, msg), decisions.Refused)
+            )
+        events = self._decide(name, msg)
         s = self._case
         self._apply(name, msg, events)
         self._trace = tracecontext.current() or self._trace
@@ -82,19 +90,6 @@ class MessageIntake:
         await workflow.wait_condition(lambda: self._settled >= target)
         return MessageResult(
             accepted=True, message=text, stage=s.stage, tier=s.tier, assignee=s.assignee
-        )
-
-    def _taken(self, name: str, msg: Strict) -> Callable[[], bool]:
-        """Live, the validator has just decided on this same state, so the handler's decision
-        never refuses. On replay there is no validator, and a task that brought an activity's
-        result with an Update may be split differently than it ran: the SDK runs the Update
-        first, before the result (an assignment, say) that its acceptance relied on. The
-        handler then waits for the state that accepted it, instead of failing an Update that
-        history says was accepted (a non-determinism error that stops the case)."""
-        return lambda: (
-            not isinstance(
-                decisions.decide(self._state, name, msg, workflow.now()), decisions.Refused
-            )
         )
 
     def _check_proof(self, name: str, msg: Strict) -> None:
@@ -136,7 +131,7 @@ class MessageIntake:
         self._signal_decided(name, msg)
 
     def _signal_decided(self, name: str, msg: Strict) -> None:
-        decision = decisions.decide(self._state, name, msg, workflow.now())
+        decision = self._decision(name, msg)
         if isinstance(decision, decisions.Refused):
             if self._state is None or self._state.stage != "closed":
                 self._ignore(name, decision.reason)
