@@ -107,17 +107,30 @@ class Relay:
         self._stopping = False
         self._sleep = poll  # with nothing due (set by each claim)
         self._handed: deque[Delivery] = deque()
+        self._running = False
 
     def wake(self) -> None:
         """Something was queued: look now instead of at the next poll."""
         self._wake.set()
 
     def handoff(self, deliveries: list[Delivery]) -> None:
-        """Rows an activity just wrote, already leased to this relay: sent without a claim,
-        so delivery keeps up with the decisions when the records are busiest. Should this
-        process die first, their lease runs out and any relay claims them."""
+        """Rows an activity just wrote, already leased to this relay: sent at once, without a
+        claim and without waiting for the relay's own turn at the records (which queues
+        behind every activity's transaction when a herd of deadlines falls), so delivery
+        keeps up with the decisions. Beyond `batch` in flight they wait for the loop. Should
+        this process die first, their lease runs out and any relay claims them."""
+        if self._running and not self._stopping:
+            room = max(0, self.batch - len(self._inflight))
+            for d in deliveries[:room]:
+                self._start(d)
+            deliveries = deliveries[room:]
         self._handed.extend(deliveries)
         self._wake.set()
+
+    def _start(self, d: Delivery) -> None:
+        task = asyncio.create_task(self._send(d))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     def _take_handed(self, room: int) -> list[Delivery]:
         """Up to `room` handed-off deliveries still well inside their lease (one near its
@@ -138,15 +151,19 @@ class Relay:
 
     async def run(self) -> None:
         self._stopping = False
+        self._running = True
         try:
             while not self._stopping:
                 self._wake.clear()
                 room = self.batch - len(self._inflight)
-                claimed = self._take_handed(room)
+                handed = self._take_handed(room)
+                for d in handed:  # before this relay's own turn at the records
+                    self._start(d)
+                claimed: list[Delivery] = []
                 try:
                     await self._flush()
-                    if room > len(claimed) and not self._handed:
-                        claimed += await self._claim(room - len(claimed))
+                    if room > len(handed) and not self._handed:
+                        claimed = await self._claim(room - len(handed))
                 except (SQLAlchemyError, OSError) as err:  # the records are away: try later
                     self._sleep = min(self.poll, 1.0)
                     task = asyncio.current_task()
@@ -155,17 +172,16 @@ class Relay:
                         raise asyncio.CancelledError from err
                     log.warning("outbox unreachable (%s); retrying", err)
                 for d in claimed:
-                    task = asyncio.create_task(self._send(d))
-                    self._inflight.add(task)
-                    task.add_done_callback(self._inflight.discard)
+                    self._start(d)
                 if self._stopping:
                     break
-                if len(claimed) >= room:  # the batch is full: wait until a send finishes
+                if len(handed) + len(claimed) >= room:  # the batch is full: wait for a send
                     await self._wake.wait()
                 else:  # nothing more is due now
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._sleep)
         finally:
+            self._running = False
             for task in list(self._inflight):
                 task.cancel()
             await asyncio.gather(*self._inflight, return_exceptions=True)

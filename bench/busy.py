@@ -17,15 +17,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from temporalio.client import Client
 
-from activities.records import MessageRow, Records
+from activities.records import MessageRow, Records, TimelineRow
 from bench.drivers import case_json, retrying
 from bench.processes import start_worker
 from bench.report import Report, percentile
 from bench.workloads import (
     BENCH_POLICY,
+    assigned_in_records,
     breach_lateness,
     gather_limited,
     settle_all,
@@ -68,11 +69,11 @@ async def flood(
         opened_s = asyncio.get_running_loop().time() - started
 
         async def all_assigned() -> float:
-            await settle_all(desk, flood_ids)
+            await assigned_in_records(db_url, flood_ids)
             return asyncio.get_running_loop().time() - started
 
         assigned = asyncio.create_task(all_assigned())
-        lateness = await breach_lateness(desk, probe_ids)
+        lateness = await breach_lateness(desk, probe_ids, db_url)
         assigned_s = await assigned
         await terminate_all(client, [f"case-{c}" for c in probe_ids + flood_ids])
     finally:
@@ -129,9 +130,9 @@ async def herd(
         await settle_all(desk, ids)
         settled_early = datetime.now(UTC) < start
         await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
-        lateness = await breach_lateness(desk, ids)
+        lateness = await breach_lateness(desk, ids, db_url)
         await asyncio.sleep(5)  # what the escalations queued goes out
-        lag, after_due = await delivery_lag(db_url, ids, due)
+        lag, after_decision, after_due = await delivery_lag(db_url, ids, due)
         await terminate_all(client, [f"case-{c}" for c in ids])
     finally:
         worker.stop()
@@ -140,6 +141,7 @@ async def herd(
         "settled_before_the_day_started": settled_early,
         "escalation_lateness_s": stats(lateness),
         "delivery_after_its_transition_s": stats(lag),
+        "delivery_after_the_decision_s": stats(after_decision),
         "delivery_after_the_deadline_s": stats(after_due),
     }
     print(f"  herd: {report.results['herd']}")
@@ -147,24 +149,34 @@ async def herd(
 
 async def delivery_lag(
     db_url: str, ids: list[str], due: datetime
-) -> tuple[list[float], list[float]]:
-    """Messages the herd's escalations queued: sent after their row was written, and after
-    the deadline that caused them (s)."""
+) -> tuple[list[float], list[float], list[float]]:
+    """Messages the herd's escalations queued: sent after their row was written (the relay's
+    lag), after the case decided the escalation (the records' lag too), and after the
+    deadline that caused them (s)."""
     records = Records.from_url(db_url)
+    decided = (
+        select(TimelineRow.case_id, func.min(TimelineRow.at).label("at"))
+        .where(TimelineRow.case_id.in_(ids), TimelineRow.what == "ack SLA breached")
+        .group_by(TimelineRow.case_id)
+        .subquery()
+    )
     try:
         async with records.sessions() as s:
             rows = (
                 await s.execute(
-                    select(MessageRow.created_at, MessageRow.sent_at).where(
-                        MessageRow.case_id.in_(ids), MessageRow.created_at >= due
-                    )
+                    select(MessageRow.created_at, MessageRow.sent_at, decided.c.at)
+                    .join(decided, decided.c.case_id == MessageRow.case_id)
+                    .where(MessageRow.created_at >= due)
                 )
             ).all()
     finally:
         await records.close()
-    sent = [(c, t) for c, t in rows if t is not None]
-    lag = [(t - c).total_seconds() for c, t in sent]
-    return lag, [(t - due).total_seconds() for _, t in sent]
+    sent = [(c, t, d) for c, t, d in rows if t is not None]
+    return (
+        [(t - c).total_seconds() for c, t, _ in sent],
+        [(t - d).total_seconds() for _, t, d in sent],
+        [(t - due).total_seconds() for _, t, _ in sent],
+    )
 
 
 async def bare_herd(report: Report, client: Client, base_tq: str, n: int, lead: float) -> None:

@@ -227,6 +227,14 @@ def markdown(report: Report) -> str:
                 "—",
             )
         )
+        if (dd := h.get("delivery_after_the_decision_s")) is not None:
+            rows.append(
+                (
+                    "herd: messages sent after the escalation was decided p50 / p99 (s)",
+                    f"{dd['p50']} / {dd['p99']}",
+                    "—",
+                )
+            )
     p = r["parked"]
     c, b = p["case"], p["baseline"]
     rows.append(

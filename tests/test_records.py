@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from temporalio.exceptions import ApplicationError
 
 from activities.case_activities import CaseActivities
@@ -21,6 +22,7 @@ from activities.records import (
     database_url,
 )
 from activities.relay import Relay
+from tests.conftest import until
 from workflows import rules
 from workflows.activity_models import (
     AssignRequest,
@@ -180,6 +182,57 @@ async def test_a_relay_with_its_batch_full_waits_for_a_send_and_goes_on(
     await asyncio.wait_for(deliver(acts, batch=2), 30)  # more due than the batch holds
     assert sorted(m.subject for m in notifier.sent) == [f"step {i}" for i in range(1, 8)]
     assert await count(any_records, MessageRow, MessageRow.sent_at.is_(None)) == 0
+
+
+class Collected:
+    """Where an activity hands its new rows when no relay runs yet (the Handoff protocol)."""
+
+    lease = timedelta(seconds=60)
+
+    def __init__(self) -> None:
+        self.rows: list[Delivery] = []
+
+    def handoff(self, deliveries: list[Delivery]) -> None:
+        self.rows.extend(deliveries)
+
+
+async def test_handed_off_messages_go_out_while_the_records_are_held(
+    any_records: Records, policy: Policy
+) -> None:
+    """What the activities hand the relay is sent at once, not after the relay's own turn at
+    the records: on SQLite that turn queues behind every activity's transaction (one
+    connection), which held a herd's messages 16 s behind their transitions."""
+    notifier = MemorySender()
+    collected = Collected()
+    acts = CaseActivities(
+        any_records, Channels({"log": notifier}), lambda: policy, handoff=collected
+    )
+    await open_case(acts, "C-1")
+    await acts.record_transition(transition("C-1", 1, ["acknowledged"]))
+    await acts.record_transition(transition("C-1", 2, ["resolved"]))
+    first, second = collected.rows
+    relay = Relay(any_records, acts.channels, poll=120)
+    relay.handoff([first])  # handed before the relay runs: sent by its loop
+    async with any_records.transaction() as s:  # the records are held meanwhile
+        await s.execute(update(CaseRow).where(CaseRow.case_id == "C-1").values(severity="high"))
+        task = asyncio.create_task(relay.run())
+        await until(_sent(notifier, 1), "the first send", within=5)
+        relay.handoff([second])  # handed while the relay runs: sent without the loop
+        await until(_sent(notifier, 2), "the second send", within=5)
+    try:
+        await asyncio.wait_for(relay.drain(), 15)  # and both are marked sent once free
+    finally:
+        relay.stop()
+        await task
+    assert [m.subject for m in notifier.sent] == ["step 1", "step 2"]
+    assert await count(any_records, MessageRow, MessageRow.sent_at.is_(None)) == 0
+
+
+def _sent(notifier: MemorySender, n: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return len(notifier.sent) >= n
+
+    return check
 
 
 class FailsOnce:
