@@ -175,19 +175,7 @@ class CaseActivities:
             earlier = await s.scalar(select(AssignmentRow).where(AssignmentRow.key == t.key))
             if earlier is None:
                 ids = [c.id for c in eligible]
-                load_rows = await s.execute(
-                    select(CaseRow.assignee, func.count())
-                    .where(CaseRow.assignee.in_(ids), CaseRow.closed_at.is_(None))
-                    .where(CaseRow.case_id != snap.case_id)
-                    .group_by(CaseRow.assignee)
-                )
-                loads: dict[str, int] = {str(who): int(n) for who, n in load_rows}
-                last_rows = await s.execute(
-                    select(AssignmentRow.person_id, func.max(AssignmentRow.assigned_at))
-                    .where(AssignmentRow.person_id.in_(ids))
-                    .group_by(AssignmentRow.person_id)
-                )
-                last: dict[str, datetime] = {who: at for who, at in last_rows if at is not None}
+                loads, last = await _loads(s, ids, snap.case_id)
                 chosen = req.prefer if req.prefer in ids else pick_assignee(ids, loads, last)
                 earlier = AssignmentRow(
                     key=t.key,
@@ -427,3 +415,29 @@ class CaseActivities:
             }
             for key, kind, entry in events
         ]
+
+
+async def _loads(
+    s: AsyncSession, ids: list[str], case_id: str
+) -> tuple[dict[str, int], dict[str, datetime]]:
+    """Each candidate's other open cases and last assignment, read from indexes alone
+    (migration 0007): this runs on SQLite's one writer for every assignment."""
+    rows = await s.execute(
+        select(CaseRow.assignee, func.count())
+        .where(CaseRow.assignee.in_(ids), CaseRow.closed_at.is_(None))
+        .group_by(CaseRow.assignee)
+    )
+    loads: dict[str, int] = {str(who): int(n) for who, n in rows}
+    holder = await s.scalar(  # this case itself is no one's other case
+        select(CaseRow.assignee).where(CaseRow.case_id == case_id, CaseRow.closed_at.is_(None))
+    )
+    if holder in loads:
+        loads[holder] -= 1
+    latest = [
+        select(func.max(AssignmentRow.assigned_at))
+        .where(AssignmentRow.person_id == who)
+        .scalar_subquery()
+        for who in ids
+    ]  # one lookup per person on (person_id, assigned_at), not a scan of their history
+    times = (await s.execute(select(*latest))).one()
+    return loads, {who: at for who, at in zip(ids, times, strict=True) if at is not None}

@@ -72,7 +72,10 @@ class Base(DeclarativeBase):
 
 class CaseRow(Base):
     __tablename__ = "cases"
-    __table_args__ = (Index("ix_cases_department_tier", "department", "tier"),)
+    __table_args__ = (
+        Index("ix_cases_department_tier", "department", "tier"),
+        Index("ix_cases_assignee_closed", "assignee", "closed_at"),  # a person's open load
+    )
 
     case_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     workflow_id: Mapped[str] = mapped_column(String(100))
@@ -88,7 +91,7 @@ class CaseRow(Base):
     stage: Mapped[str] = mapped_column(String(12), index=True)
     tier: Mapped[int | None] = mapped_column(Integer)
     department: Mapped[str | None] = mapped_column(String(50))
-    assignee: Mapped[str | None] = mapped_column(String(100), index=True)
+    assignee: Mapped[str | None] = mapped_column(String(100))
     sla_breached: Mapped[bool] = mapped_column(Boolean, default=False)
     opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -181,11 +184,12 @@ def approver_list(ids: list[str]) -> str | None:
 
 class AssignmentRow(Base):
     __tablename__ = "assignments"
+    __table_args__ = (Index("ix_assignments_person_at", "person_id", "assigned_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.case_id"), index=True)
-    person_id: Mapped[str] = mapped_column(String(100), index=True)
+    person_id: Mapped[str] = mapped_column(String(100))
     tier: Mapped[int] = mapped_column(Integer)
     department: Mapped[str] = mapped_column(String(50))
     open_load: Mapped[int] = mapped_column(Integer)

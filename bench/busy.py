@@ -88,6 +88,31 @@ async def flood(
     print(f"  flood: {report.results['flood']}")
 
 
+async def assignment_rate(
+    report: Report, client: Client, address: str, db_url: str, n: int
+) -> None:
+    """`n` new cases opened as fast as a client can, on records of their own: how fast the
+    desk assigns them as the open cases pile up to `n` (the whole fill, first open to last
+    assignee in the records)."""
+    tq = f"fill-{uuid.uuid4().hex[:6]}"
+    worker = start_worker("case", address, tq, db_url, BENCH_POLICY)
+    desk = CaseClient(client, tq)
+    ids = [f"A{uuid.uuid4().hex[:6]}-{i}" for i in range(n)]
+    try:
+        started = asyncio.get_running_loop().time()
+        opening = asyncio.create_task(
+            gather_limited([open_one(desk, c, i, "low") for i, c in enumerate(ids)], 200)
+        )
+        await assigned_in_records(db_url, ids)
+        elapsed = asyncio.get_running_loop().time() - started
+        await opening
+        await terminate_all(client, [f"case-{c}" for c in ids])
+    finally:
+        worker.stop()
+    report.results["assignment_rate"] = {"open": n, "assigned_per_s": round(n / elapsed, 1)}
+    print(f"  assignment rate: {report.results['assignment_rate']}")
+
+
 def herd_policy(start: datetime, ack: int) -> Path:
     """The benchmark policy with low cases on a business clock whose day starts at `start`
     (every day of the week) and `ack` business seconds to acknowledge at tier 2."""

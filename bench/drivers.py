@@ -6,10 +6,11 @@ import asyncio
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
@@ -23,8 +24,33 @@ BILLABLE = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED: "signals",
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED: "updates",
     EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES: "search attribute upserts",
-    EventType.EVENT_TYPE_MARKER_RECORDED: "markers (workflow.patched)",
+    EventType.EVENT_TYPE_MARKER_RECORDED: "markers (one per workflow task)",
 }
+VERSIONING_ONLY = {"TemporalChangeVersion"}
+
+
+def billable(events: Iterable[HistoryEvent]) -> dict[str, int]:
+    """Temporal Cloud's actions as a history shows them (its "Temporal Cloud Actions" page):
+    the SDK's own upsert of `TemporalChangeVersion` (a patch's) is exempt, and every marker
+    of one workflow task (patches, local activities) is one action. Queries are billed too,
+    but are not in a history: a client's polling is the client's cost, not the case's."""
+    counts: dict[str, int] = {}
+    marker_tasks: set[int] = set()
+    for e in events:
+        kind = BILLABLE.get(e.event_type)
+        if kind is None:
+            continue
+        if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            attrs = e.upsert_workflow_search_attributes_event_attributes
+            if set(attrs.search_attributes.indexed_fields) <= VERSIONING_ONLY:
+                continue
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            task = e.marker_recorded_event_attributes.workflow_task_completed_event_id
+            if task in marker_tasks:
+                continue
+            marker_tasks.add(task)
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
 
 
 # --- drivers: one happy path per item ------------------------------------------------------
@@ -130,8 +156,5 @@ async def run_all(coros: list[Awaitable[None]]) -> tuple[float, int]:
 
 async def history_shape(client: Client, wid: str) -> dict[str, Any]:
     hist = await client.get_workflow_handle(wid).fetch_history()
-    counts: dict[str, int] = {}
-    for e in hist.events:
-        if e.event_type in BILLABLE:
-            counts[BILLABLE[e.event_type]] = counts.get(BILLABLE[e.event_type], 0) + 1
+    counts = billable(hist.events)
     return {"events": len(hist.events), "actions": sum(counts.values()), "by_kind": counts}

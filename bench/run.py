@@ -25,7 +25,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from activities.codec import data_converter
 from activities.keys import KeyStore, MasterKeys
 from activities.records import Records, make_engine
-from bench.busy import bare_herd, flood, herd
+from bench.busy import assignment_rate, bare_herd, flood, herd
 from bench.console import console_latency
 from bench.observed import observing
 from bench.processes import BENCH_MASTER, start_worker
@@ -109,6 +109,13 @@ async def main_async(small: bool) -> Report:
         )
         print("a flood of new cases while critical deadlines fall")
         await flood(report, sealed, address, db_url, 200 if small else 3000, 5 if small else 20)
+        print("assignments while the open cases pile up")
+        fill_url = f"sqlite:///{tmp}/fill.db"  # its own records: the console's are not swollen
+        fill_records = Records(make_engine(fill_url, immediate=False))
+        fill_keys = KeyStore(fill_records, MasterKeys(BENCH_MASTER))
+        fill = await Client.connect(address, data_converter=data_converter(fill_keys))
+        await assignment_rate(report, fill, address, fill_url, 500 if small else 10000)
+        await fill_records.close()
         print("a herd of business-hours deadlines in one second, and a bare herd")
         if small:
             await herd(report, sealed, address, db_url, 100, lead=25, ack=20)

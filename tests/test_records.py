@@ -314,12 +314,16 @@ async def test_assignment_is_least_loaded_and_stable_on_retry(
     assert retry.assignee == "sup-lee" and retry.entry == first.entry
     second = await acts.assign_case(request("C-2", 1))
     assert second.assignee == "sup-mara"  # sup-lee now holds an open case
+    # C-1 assigned again (a later step): the case itself is not its holder's other case
+    again = await acts.assign_case(request("C-1", 2).model_copy(update={"assigned_seq": 5}))
+    assert again.assignee == "sup-lee" and "; 0 other open cases" in again.entry.details
     third = await acts.assign_case(request("C-3", 1))
     assert third.assignee in {"sup-lee", "sup-mara"}
-    assert await count(any_records, AssignmentRow) == 3
+    assert "; 1 other open cases" in third.entry.details
+    assert await count(any_records, AssignmentRow) == 4
     await deliver(acts)
     assigned_notes = [m for m in notifier.sent if m.subject.startswith("New escalation")]
-    assert len(assigned_notes) == 3  # the retry sent nothing new
+    assert len(assigned_notes) == 4  # the retry sent nothing new
     async with any_records.sessions() as s:
         row = await s.get(CaseRow, "C-1")
         details = await s.scalar(select(TimelineRow.details).where(TimelineRow.case_id == "C-1"))
