@@ -106,10 +106,9 @@ def workflow_runner(strict: bool = False) -> SandboxedWorkflowRunner:
 
 def activity_slots() -> int | None:
     """How many activities one worker runs at once (`ESCALATION_MAX_ACTIVITIES`; unset: the
-    SDK's 100). Fewer keep the relay's lag short when a herd of deadlines falls at once (10:
-    messages out 1.3 s after their transition at p99 instead of 15 s), at the price of
-    throughput: every activity then waits its turn on the server, and the flood's
-    assignment rate halved (bench/, README)."""
+    SDK's 100). Fewer leave more of the process to the cases' decisions and queries, at the
+    price of throughput: every activity then waits its turn on the server (10 halved the
+    flood's assignment rate; bench/, README)."""
     value = os.environ.get("ESCALATION_MAX_ACTIVITIES")
     if not value:
         return None

@@ -4,6 +4,8 @@ The case's activities only write the outbox (in the transaction that records the
 transition), so a channel that is down never holds up a case: its clocks and escalations go
 on, and so do the other channels. The relay runs beside the worker and:
 
+- sends at once the rows its own worker's activities hand it, already leased to it; its
+  turn at the records (marking, claiming) never holds them up;
 - claims due rows with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has one
   writer), so several workers share one outbox and a row is in one sender's hands at a time;
 - sends each on its own task; a channel's failures put only its own rows back with backoff;
