@@ -17,10 +17,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from temporalio.client import Client
 
-from activities.records import MessageRow, Records, TimelineRow
+from activities.records import MessageRow, Records
 from bench.drivers import case_json, retrying
 from bench.processes import start_worker
 from bench.report import Report, percentile
@@ -28,6 +28,7 @@ from bench.workloads import (
     BENCH_POLICY,
     assigned_in_records,
     breach_lateness,
+    first_lines,
     gather_limited,
     settle_all,
     terminate_all,
@@ -179,12 +180,7 @@ async def delivery_lag(
     lag), after the case decided the escalation (the records' lag too), and after the
     deadline that caused them (s)."""
     records = Records.from_url(db_url)
-    decided = (
-        select(TimelineRow.case_id, func.min(TimelineRow.at).label("at"))
-        .where(TimelineRow.case_id.in_(ids), TimelineRow.what == "ack SLA breached")
-        .group_by(TimelineRow.case_id)
-        .subquery()
-    )
+    decided = first_lines("ack SLA breached", ids).subquery()
     try:
         async with records.sessions() as s:
             rows = (

@@ -46,6 +46,14 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 
 
+async def sealed_client(address: str, db_url: str) -> tuple[Client, Records]:
+    """A client that encrypts as the cases do, its data keys read from `db_url`'s records
+    (returned, to be closed)."""
+    records = Records(make_engine(db_url, immediate=False))
+    keys = KeyStore(records, MasterKeys(BENCH_MASTER))
+    return await Client.connect(address, data_converter=data_converter(keys)), records
+
+
 async def main_async(small: bool) -> Report:
     sizes = [20] if small else [200, 1000]
     report = Report(
@@ -61,10 +69,7 @@ async def main_async(small: bool) -> Report:
         address = server.address
         db_url = f"sqlite:///{tmp}/records.db"
         client = await Client.connect(address, data_converter=pydantic_data_converter)
-        records = Records(make_engine(db_url, immediate=False))  # the cases' data keys
-        sealed = await Client.connect(
-            address, data_converter=data_converter(KeyStore(records, MasterKeys(BENCH_MASTER)))
-        )
+        sealed, records = await sealed_client(address, db_url)
         case_tq, base_tq = f"cases-{uuid.uuid4().hex[:6]}", f"base-{uuid.uuid4().hex[:6]}"
         plain_tq = f"plain-{uuid.uuid4().hex[:6]}"
         case_worker = start_worker("case", address, case_tq, db_url)
@@ -132,9 +137,7 @@ async def main_async(small: bool) -> Report:
         # it from 1.23x to 1.69x the bare herd
         print("assignments while the open cases pile up")
         fill_url = f"sqlite:///{tmp}/fill.db"  # its own records: the console's are not swollen
-        fill_records = Records(make_engine(fill_url, immediate=False))
-        fill_keys = KeyStore(fill_records, MasterKeys(BENCH_MASTER))
-        fill = await Client.connect(address, data_converter=data_converter(fill_keys))
+        fill, fill_records = await sealed_client(address, fill_url)
         await assignment_rate(report, fill, address, fill_url, 500 if small else 10000)
         await fill_records.close()
         print("the policy simulator: a month of cases, current and candidate")

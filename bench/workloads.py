@@ -7,12 +7,13 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from activities.records import CaseRow, Records, TimelineRow, make_engine
@@ -204,50 +205,61 @@ async def breach_lateness(
     return found
 
 
+def first_lines(what: str, ids: Iterable[str]) -> Select[str, datetime]:
+    """Each case's first timeline line `what`: (case id, its time)."""
+    return (
+        select(TimelineRow.case_id, func.min(TimelineRow.at).label("at"))
+        .where(TimelineRow.what == what, TimelineRow.case_id.in_(ids))
+        .group_by(TimelineRow.case_id)
+    )
+
+
+async def watch_records(
+    db_url: str, done: Callable[[AsyncSession], Awaitable[bool]], every: float, within: float
+) -> None:
+    """Read the records every `every` seconds until `done` says so or `within` has passed:
+    the console's view of the cases, which puts no load on the worker being measured."""
+    records = Records(make_engine(db_url, immediate=False))
+    deadline = asyncio.get_running_loop().time() + within
+    try:
+        while asyncio.get_running_loop().time() < deadline:
+            async with records.sessions() as s:
+                if await done(s):
+                    return
+            await asyncio.sleep(every)
+    finally:
+        await records.close()
+
+
 async def _first_in_timeline(
     db_url: str, ids: list[str], what: str, within: float
 ) -> dict[str, datetime]:
     """Each case's first timeline line `what` (its time), waiting up to `within` seconds."""
-    records = Records(make_engine(db_url, immediate=False))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    pending, fired = set(ids), {}
-    try:
-        while pending and loop.time() < deadline:
-            async with records.sessions() as s:
-                rows = (
-                    await s.execute(
-                        select(TimelineRow.case_id, func.min(TimelineRow.at))
-                        .where(TimelineRow.what == what, TimelineRow.case_id.in_(pending))
-                        .group_by(TimelineRow.case_id)
-                    )
-                ).all()
-            for cid, at in rows:
-                fired[cid] = at
-                pending.discard(cid)
-            if pending:
-                await asyncio.sleep(1)
-    finally:
-        await records.close()
+    pending: set[str] = set(ids)
+    fired: dict[str, datetime] = {}
+
+    async def all_fired(s: AsyncSession) -> bool:
+        for cid, at in (await s.execute(first_lines(what, pending))).all():
+            fired[cid] = at
+            pending.discard(cid)
+        return not pending
+
+    await watch_records(db_url, all_fired, 1, within)
     return fired
 
 
 async def assigned_in_records(db_url: str, ids: list[str]) -> None:
     """Until every case has an assignee in the records (watched without querying cases)."""
-    records = Records(make_engine(db_url, immediate=False))
-    try:
-        while True:
-            async with records.sessions() as s:
-                done = await s.scalar(
-                    select(func.count())
-                    .select_from(CaseRow)
-                    .where(CaseRow.case_id.in_(ids), CaseRow.assignee.is_not(None))
-                )
-            if done == len(ids):
-                return
-            await asyncio.sleep(0.5)
-    finally:
-        await records.close()
+
+    async def all_assigned(s: AsyncSession) -> bool:
+        done = await s.scalar(
+            select(func.count())
+            .select_from(CaseRow)
+            .where(CaseRow.case_id.in_(ids), CaseRow.assignee.is_not(None))
+        )
+        return done == len(ids)
+
+    await watch_records(db_url, all_assigned, 0.5, float("inf"))
 
 
 async def settle_all(desk: CaseClient, ids: list[str]) -> None:
