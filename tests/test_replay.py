@@ -22,7 +22,7 @@ from workflows.case import (
     TIMER_CLOCK,
     EscalationCase,
 )
-from workflows.handlers import CASE_V2, SIGNAL_PROOF
+from workflows.handlers import CASE_V2, CASE_V3, SIGNAL_PROOF
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 TEXTS = {path: path.read_text() for path in HISTORIES}
@@ -72,10 +72,11 @@ def test_histories_cover_code_before_and_after_each_patch() -> None:
     assert any(CONTINUE_AS_NEW in p for p in seen), "no history continues as new"
     assert any(SIGNAL_PROOF in p for p in seen), "no history checks a Signal's proof"
     assert any(SIGNAL_PROOF not in p for p in seen), "no history from before proofs"
-    current = [p for p in seen if CASE_V2 in p]
-    assert len(current) >= 3, "no current histories (a plain, a paged-again and a long case)"
-    assert all(p == {CASE_V2} for p in current), "a current case meets one patch, not each"
-    assert any(CASE_V2 not in p for p in seen), "no history from before case-v2"
+    for patch in (CASE_V2, CASE_V3):
+        current = [p for p in seen if patch in p]
+        assert len(current) >= 3, f"no {patch} histories (a plain, a paged-again, a long case)"
+        assert all(p == {patch} for p in current), "a current case meets one patch, not each"
+        assert any(patch not in p for p in seen), f"no history from before {patch}"
 
 
 STALE_CLOCK = Path(__file__).parent / "histories" / "case-SR-142428.json"
@@ -150,3 +151,26 @@ async def test_an_update_taken_in_the_task_that_brought_the_assignment_replays()
     ]
     assert kinds[-1] == "WORKFLOW_EXECUTION_COMPLETED"
     assert await replay(RACE.stem, events) is None
+
+
+CHEAPER = Path(__file__).parent / "histories" / "case-V3-1.json"
+
+
+async def test_a_current_case_reads_the_clock_only_when_its_task_time_is_stale() -> None:
+    """case-V3-1's timers fired on time, and their tasks went on without a clock read. Had
+    a task carried the previous task's time (before the deadline), the case would have read
+    the clock first: the same history with those times takes another path on replay."""
+    events = json.loads(TEXTS[CHEAPER])["events"]
+    fired = [e for e in events if e["eventType"] == "EVENT_TYPE_TIMER_FIRED"]
+    reads = [
+        e
+        for e in events
+        if e.get("markerRecordedEventAttributes", {}).get("markerName") == "core_local_activity"
+        and b"read_clock" in base64.b64decode(
+            e["markerRecordedEventAttributes"]["details"]["data"]["payloads"][0]["data"]
+        )
+    ]
+    assert fired and not reads
+    assert await replay(CHEAPER.stem, events) is None
+    failure = await replay(CHEAPER.stem, stale_after_timers(events))
+    assert failure is not None and "Nondeterminism" in str(failure)

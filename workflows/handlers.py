@@ -21,6 +21,7 @@ from workflows.state import CaseState, Opening
 
 SIGNAL_PROOF = "signal-proof"  # a patch: a Signal's proof is checked (a local activity) first
 CASE_V2 = "case-v2"  # a patch: every patch of the case at once (workflows/case.py)
+CASE_V3 = "case-v3"  # a patch: case-v2 and the cheaper case (workflows/case.py)
 
 
 class Rejected(ApplicationError):
@@ -48,7 +49,11 @@ class MessageIntake:
 
     def _current(self) -> bool:
         """A case started on the code with every patch below (the SDK keeps the answer)."""
-        return workflow.patched(CASE_V2)
+        return self._v3() or workflow.patched(CASE_V2)
+
+    def _v3(self) -> bool:
+        """A case started since case-v3 (asked first in every run's first task)."""
+        return workflow.patched(CASE_V3)
 
     def _since(self, patch: str) -> bool:
         """Whether the case runs the code since `patch`: a current case always does."""
