@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -58,13 +58,10 @@ CONTINUE_AS_NEW = "continue-as-new"  # a long case carries its state into a new 
 # costs a case a marker and a search-attribute upsert where it is first met, so a new case
 # pays for one, not one per change; cases started before it meet the patches one by one, as
 # they ran. Its own change: report-up is not shown in the search attributes (it lasts ms).
-# CASE_V3 (handlers.py) stands for CASE_V2 and its own changes: opening and assigning run as
-# local activities in the task that decides them (their markers share that task's one
-# action), the assign stage is not shown in the search attributes (the assignment's upsert
-# follows in the same task), and a fired timer reads the clock only when its task's time is
-# before the deadline (the stale time the read exists for).
-
-R = TypeVar("R")
+# CASE_V3 (handlers.py) stands for CASE_V2 and its own changes: the assign stage is not
+# shown in the search attributes (it lasts one activity; the assignment's upsert shows the
+# case identified, assigned and on its clock at once), and the reopen window's end needs no
+# clock read.
 
 MAX_HISTORY_EVENTS = 2_000  # well below the server's limits (50k events, 50 MB)
 
@@ -140,13 +137,15 @@ class EscalationCase(MessageIntake):
         """Its own frame, so the activity result (a full policy copy) is not kept alive by
         `run` for the life of the case; the case keeps the shared policy instance."""
         info = workflow.info()
-        ctx = await self._io(
+        ctx: CustomerContext = await workflow.execute_activity(
             "open_case",
             OpenCaseRequest(
                 case=case, workflow_id=info.workflow_id, run_id=info.run_id, opened_at=now
             ),
-            CustomerContext,
-            f"Open {case.case_id}: load policy and customer history",
+            result_type=CustomerContext,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+            summary=f"Open {case.case_id}: load policy and customer history",
         )
         prefix = f"{info.workflow_id}:{info.run_id}"
         policy = shared(ctx.policy)
@@ -191,13 +190,20 @@ class EscalationCase(MessageIntake):
                     if self._since(TIMER_CLOCK):
                         # no patch check after the read: its marker would come a task later
                         self._reads_clock = True
-                        if not self._v3() or workflow.now() < due.at:
+                        if not self._ends_window(due):
                             await self._read_clock(due.label)
-                        continue  # decide again at the time just read: something may be due
+                            continue  # decide again at the time just read: something may be due
             self._fire(due)
         await workflow.wait_condition(lambda: not self._recording)
         self._recorder_stop = True
         await recorder
+
+    def _ends_window(self, due: Due) -> bool:
+        """Since case-v3 the reopen window's end closes the case without a clock read: nothing
+        else falls due in the window and closing decides nothing by the time, so the fired
+        timer is enough, whatever time its task carries (replay gives the same answer)."""
+        s = self._case
+        return self._v3() and due.kind is DueKind.WINDOW_END and decisions.next_due(s) == due
 
     def _history_is_long(self) -> bool:
         info = workflow.info()
@@ -295,13 +301,13 @@ class EscalationCase(MessageIntake):
         s = self._case
         policy = s.policy
         evolve.apply(s, AssignmentStarted(), workflow.now())
-        if not self._v3():  # else the assignment's upsert, in the same task
+        if not self._v3():  # else the assignment's upsert, when it is done
             self._upsert_search_attributes()
         self._set_details()
         mark = self._mutations
         dept_name = policy.departments[s.department].name
         expected = rules.clocks(policy, s.tier, s.severity, workflow.now())
-        result = await self._io(
+        result: AssignResult = await workflow.execute_activity(
             "assign_case",
             AssignRequest(
                 transition=self._take_transition(),
@@ -316,25 +322,13 @@ class EscalationCase(MessageIntake):
                 ack_by=expected.ack_by,
                 resolve_by=expected.resolve_by,
             ),
-            AssignResult,
-            f"Assign tier {s.tier} {dept_name} and notify",
+            result_type=AssignResult,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+            summary=f"Assign tier {s.tier} {dept_name} and notify",
         )
         evolve.apply(s, Assigned(result.assignee, result.entry), workflow.now())
         self._recorded(mark)
-
-    async def _io(self, name: str, arg: Any, result_type: type[R], summary: str) -> R:
-        """Opening and assigning: local activities since case-v3, run in the task that
-        decided them, with no round trip through the server's activity queue."""
-        run = workflow.execute_local_activity if self._v3() else workflow.execute_activity
-        result: R = await run(
-            name,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=ACTIVITY_RETRY,
-            summary=summary,
-        )
-        return result
 
     async def _record(self, summary: str) -> None:
         mark, trace = self._mutations, self._trace
