@@ -85,7 +85,7 @@ async def test_resolved_case_takes_one_rating_then_closes_at_the_window_end(
             if "CaseStage" in fields.indexed_fields:
                 stages.append(json.loads(fields.indexed_fields["CaseStage"].data))
     assert patches == [CASE_V3]
-    assert stages == ["resolve", "resolved", "closed"]  # identified and assigned in one upsert
+    assert stages == ["assign", "resolve", "resolved", "closed"]
 
 
 async def test_reopen_goes_back_to_the_resolver_with_fresh_clocks(

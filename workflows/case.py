@@ -58,10 +58,8 @@ CONTINUE_AS_NEW = "continue-as-new"  # a long case carries its state into a new 
 # costs a case a marker and a search-attribute upsert where it is first met, so a new case
 # pays for one, not one per change; cases started before it meet the patches one by one, as
 # they ran. Its own change: report-up is not shown in the search attributes (it lasts ms).
-# CASE_V3 (handlers.py) stands for CASE_V2 and its own changes: the assign stage is not
-# shown in the search attributes (it lasts one activity; the assignment's upsert shows the
-# case identified, assigned and on its clock at once), and the reopen window's end needs no
-# clock read.
+# CASE_V3 (handlers.py) stands for CASE_V2 and its own change: the reopen window's end
+# closes the case without a clock read.
 
 MAX_HISTORY_EVENTS = 2_000  # well below the server's limits (50k events, 50 MB)
 
@@ -111,8 +109,7 @@ class EscalationCase(MessageIntake):
             evolve.open_case(self._opening, case, now)
             self._set_details()
             await self._open_and_identify(case, now)
-        if not (self._v3() and self._case.needs_assign):  # else the assignment's upsert
-            self._upsert_search_attributes()
+        self._upsert_search_attributes()
         while True:
             if self._since(CONCURRENT_RECORDER):
                 await self._run_clocks_with_recorder()
@@ -301,8 +298,7 @@ class EscalationCase(MessageIntake):
         s = self._case
         policy = s.policy
         evolve.apply(s, AssignmentStarted(), workflow.now())
-        if not self._v3():  # else the assignment's upsert, when it is done
-            self._upsert_search_attributes()
+        self._upsert_search_attributes()
         self._set_details()
         mark = self._mutations
         dept_name = policy.departments[s.department].name

@@ -21,7 +21,7 @@ from workflows.state import CaseState, Opening
 
 SIGNAL_PROOF = "signal-proof"  # a patch: a Signal's proof is checked (a local activity) first
 CASE_V2 = "case-v2"  # a patch: every patch of the case at once (workflows/case.py)
-CASE_V3 = "case-v3"  # a patch: case-v2 and the cheaper case (workflows/case.py)
+CASE_V3 = "case-v3"  # a patch: case-v2 and a window closed without a clock read (case.py)
 
 
 class Rejected(ApplicationError):
