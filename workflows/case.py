@@ -184,12 +184,11 @@ class EscalationCase(MessageIntake):
                     )
                     continue
                 except TimeoutError:
-                    if self._since(TIMER_CLOCK):
-                        # no patch check after the read: its marker would come a task later
-                        self._reads_clock = True
-                        if not self._ends_window(due):
-                            await self._read_clock(due.label)
-                            continue  # decide again at the time just read: something may be due
+                    # no patch check after the read: its marker would come a task later
+                    self._reads_clock = self._since(TIMER_CLOCK)
+                    if self._reads_clock and not self._ends_window(due):
+                        await self._read_clock(due.label)
+                        continue  # decide again at the time just read: something may be due
             self._fire(due)
         await workflow.wait_condition(lambda: not self._recording)
         self._recorder_stop = True
@@ -199,8 +198,9 @@ class EscalationCase(MessageIntake):
         """Since case-v3 the reopen window's end closes the case without a clock read: nothing
         else falls due in the window and closing decides nothing by the time, so the fired
         timer is enough, whatever time its task carries (replay gives the same answer)."""
-        s = self._case
-        return self._v3() and due.kind is DueKind.WINDOW_END and decisions.next_due(s) == due
+        return (
+            self._v3() and due.kind is DueKind.WINDOW_END and decisions.next_due(self._case) == due
+        )
 
     def _history_is_long(self) -> bool:
         info = workflow.info()
