@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,14 @@ def activity_slots() -> int | None:
     return slots
 
 
+# How long a case's next workflow task waits for this worker (which holds the case in its
+# cache) before the server hands it to any worker, which must replay the case's history
+# first. The SDK's 10 s ran out for cases at the back of a herd of 1,000 deadlines falling
+# in one second while this worker was busy but alive: their tasks were handed on and
+# decided last. The server skips the wait for a worker that stopped polling (killed, say).
+STICKY_TIMEOUT = timedelta(seconds=30)
+
+
 def build_worker(
     client: Client,
     task_queue: str,
@@ -130,6 +139,7 @@ def build_worker(
 ) -> Worker:
     if (slots := activity_slots()) is not None:
         options.setdefault("max_concurrent_activities", slots)
+    options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_TIMEOUT)
     return Worker(
         client,
         task_queue=task_queue,

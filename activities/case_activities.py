@@ -311,14 +311,15 @@ class CaseActivities:
         case's own time replaces an earlier one (the resolution's, by the one at close); a
         late retry of an earlier one changes nothing."""
         insert = upsert_for(s)
-        stmt = insert(ReportRow).values(rows)
+        stmt = insert(ReportRow)  # rows as parameters: one statement, compiled once
         newer = stmt.excluded.duration_seconds >= ReportRow.duration_seconds
         await s.execute(
             stmt.on_conflict_do_update(
                 index_elements=["key"],
                 set_={c: stmt.excluded[c] for c in rows[0] if c != "key"},
                 where=newer,
-            )
+            ),
+            rows,
         )
 
     async def _keep_policy(self, s: AsyncSession, policy: Policy, now: datetime) -> None:
@@ -337,10 +338,12 @@ class CaseActivities:
         if not rows:
             return []
         columns = {c for row in rows for c in row}
-        rows = [{c: row.get(c) for c in columns} for row in rows]  # one shape for a multi-insert
+        rows = [{c: row.get(c) for c in columns} for row in rows]  # one shape for a batch
+        # the rows as parameters of one constant statement: it compiles once per process
+        # (rows in .values() made a new statement, compiled on every call)
         insert = upsert_for(s)
-        stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=["key"])
-        keys = set((await s.scalars(stmt.returning(table.key))).all())
+        stmt = insert(table).on_conflict_do_nothing(index_elements=["key"])
+        keys = set((await s.scalars(stmt.returning(table.key), rows)).all())
         return [row for row in rows if row["key"] in keys]
 
     def _deliveries(
