@@ -122,12 +122,24 @@ def activity_slots() -> int | None:
     return slots
 
 
-# How long a case's next workflow task waits for this worker (which holds the case in its
-# cache) before the server hands it to any worker, which must replay the case's history
-# first. The SDK's 10 s ran out for cases at the back of a herd of 1,000 deadlines falling
-# in one second while this worker was busy but alive: their tasks were handed on and
-# decided last. The server skips the wait for a worker that stopped polling (killed, say).
-STICKY_TIMEOUT = timedelta(seconds=30)
+def sticky_timeout() -> timedelta | None:
+    """How long a case's next workflow task waits for the worker that holds the case in its
+    cache before the server hands it to any worker, which replays the history first
+    (`ESCALATION_STICKY_SECONDS`; unset: the SDK's 10 s). Longer keeps a herd's tasks on a
+    busy worker (none replayed; the herd's last escalation 12.6-13.8 s late against 17.7-34.4
+    s) but lets its queue grow: with 30 s the flood's critical deadlines fired 1.2-2.1 s late
+    at p99 against 0.5-0.6 s (bench/, README). A worker that stops polling is skipped after
+    10 s whatever this is; tasks already queued for it wait this long."""
+    value = os.environ.get("ESCALATION_STICKY_SECONDS")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0
+    if not seconds > 0:
+        raise ValueError(f"ESCALATION_STICKY_SECONDS: a positive number of seconds, not {value!r}")
+    return timedelta(seconds=seconds)
 
 
 def build_worker(
@@ -139,7 +151,8 @@ def build_worker(
 ) -> Worker:
     if (slots := activity_slots()) is not None:
         options.setdefault("max_concurrent_activities", slots)
-    options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_TIMEOUT)
+    if (sticky := sticky_timeout()) is not None:
+        options.setdefault("sticky_queue_schedule_to_start_timeout", sticky)
     return Worker(
         client,
         task_queue=task_queue,

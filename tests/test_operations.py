@@ -7,10 +7,12 @@ import asyncio
 import json
 import re
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from fastapi import FastAPI, Request, Response
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -22,7 +24,7 @@ from activities import health
 from activities.case_activities import CaseActivities
 from activities.channels import Channels, MemorySender
 from activities.records import MessageRow, Records
-from worker import build_worker
+from worker import activity_slots, build_worker, sticky_timeout
 from workflows.policy import Policy
 
 from .conftest import (
@@ -289,3 +291,21 @@ def test_every_service_is_health_checked_and_waits_for_what_it_needs() -> None:
     assert "escalation-desk.json" in mounts
     scraped = (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
     assert "9464" in scraped and "web:8000" in scraped
+
+
+def test_worker_knobs_take_positive_numbers_and_name_the_variable_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ESCALATION_STICKY_SECONDS", raising=False)
+    monkeypatch.delenv("ESCALATION_MAX_ACTIVITIES", raising=False)
+    assert sticky_timeout() is None and activity_slots() is None  # the SDK's defaults
+    monkeypatch.setenv("ESCALATION_STICKY_SECONDS", "30")
+    monkeypatch.setenv("ESCALATION_MAX_ACTIVITIES", "10")
+    assert sticky_timeout() == timedelta(seconds=30) and activity_slots() == 10
+    for bad in ("0", "-5", "soon"):
+        monkeypatch.setenv("ESCALATION_STICKY_SECONDS", bad)
+        with pytest.raises(ValueError, match="ESCALATION_STICKY_SECONDS"):
+            sticky_timeout()
+        monkeypatch.setenv("ESCALATION_MAX_ACTIVITIES", bad)
+        with pytest.raises(ValueError, match="ESCALATION_MAX_ACTIVITIES"):
+            activity_slots()
