@@ -105,21 +105,27 @@ def workflow_runner(strict: bool = False) -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=restrictions.with_passthrough_modules("workflows"))
 
 
+def positive(name: str, kind: type[int] | type[float]) -> int | float | None:
+    """$`name` as a positive number (None when unset); anything else is refused naming it."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        number = kind(value)
+    except ValueError:
+        number = 0
+    if not number > 0:
+        raise ValueError(f"{name}: a positive number, not {value!r}")
+    return number
+
+
 def activity_slots() -> int | None:
     """How many activities one worker runs at once (`ESCALATION_MAX_ACTIVITIES`; unset: the
     SDK's 100). Fewer leave more of the process to the cases' decisions and queries, at the
     price of throughput: every activity then waits its turn on the server (10 halved the
     flood's assignment rate; bench/, README)."""
-    value = os.environ.get("ESCALATION_MAX_ACTIVITIES")
-    if not value:
-        return None
-    try:
-        slots = int(value)
-    except ValueError:
-        slots = 0
-    if slots < 1:
-        raise ValueError(f"ESCALATION_MAX_ACTIVITIES: a positive number, not {value!r}")
-    return slots
+    slots = positive("ESCALATION_MAX_ACTIVITIES", int)
+    return None if slots is None else int(slots)
 
 
 def sticky_timeout() -> timedelta | None:
@@ -128,18 +134,10 @@ def sticky_timeout() -> timedelta | None:
     (`ESCALATION_STICKY_SECONDS`; unset: the SDK's 10 s). Longer keeps a herd's tasks on a
     busy worker (none replayed; the herd's last escalation 12.6-13.8 s late against 17.7-34.4
     s) but lets its queue grow: with 30 s the flood's critical deadlines fired 1.2-2.1 s late
-    at p99 against 0.5-0.6 s (bench/, README). A worker that stops polling is skipped after
+    at p99 against 0.5-0.8 s (bench/, README). A worker that stops polling is skipped after
     10 s whatever this is; tasks already queued for it wait this long."""
-    value = os.environ.get("ESCALATION_STICKY_SECONDS")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0
-    if not seconds > 0:
-        raise ValueError(f"ESCALATION_STICKY_SECONDS: a positive number of seconds, not {value!r}")
-    return timedelta(seconds=seconds)
+    seconds = positive("ESCALATION_STICKY_SECONDS", float)
+    return None if seconds is None else timedelta(seconds=seconds)
 
 
 def build_worker(
