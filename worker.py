@@ -17,10 +17,10 @@ import dataclasses
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -105,7 +105,10 @@ def workflow_runner(strict: bool = False) -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=restrictions.with_passthrough_modules("workflows"))
 
 
-def positive(name: str, kind: type[int] | type[float]) -> int | float | None:
+N = TypeVar("N", int, float)
+
+
+def positive(name: str, kind: Callable[[str], N]) -> N | None:
     """$`name` as a positive number (None when unset); anything else is refused naming it."""
     value = os.environ.get(name)
     if not value:
@@ -113,7 +116,7 @@ def positive(name: str, kind: type[int] | type[float]) -> int | float | None:
     try:
         number = kind(value)
     except ValueError:
-        number = 0
+        number = kind("0")
     if not number > 0:
         raise ValueError(f"{name}: a positive number, not {value!r}")
     return number
@@ -124,8 +127,7 @@ def activity_slots() -> int | None:
     SDK's 100). Fewer leave more of the process to the cases' decisions and queries, at the
     price of throughput: every activity then waits its turn on the server (10 halved the
     flood's assignment rate; bench/, README)."""
-    slots = positive("ESCALATION_MAX_ACTIVITIES", int)
-    return None if slots is None else int(slots)
+    return positive("ESCALATION_MAX_ACTIVITIES", int)
 
 
 def sticky_timeout() -> timedelta | None:
@@ -133,9 +135,9 @@ def sticky_timeout() -> timedelta | None:
     cache before the server hands it to any worker, which replays the history first
     (`ESCALATION_STICKY_SECONDS`; unset: the SDK's 10 s). Longer keeps a herd's tasks on a
     busy worker (none replayed; the herd's last escalation 12.6-13.8 s late against 17.7-34.4
-    s) but lets its queue grow: with 30 s the flood's critical deadlines fired 1.2-2.1 s late
-    at p99 against 0.5-0.8 s (bench/, README). A worker that stops polling is skipped after
-    10 s whatever this is; tasks already queued for it wait this long."""
+    s) but may let its queue grow: with 30 s the flood's critical deadlines fired 1.2-2.1 s
+    late at p99, 0.29-1.41 s without it (bench/, README). A worker that stops polling is
+    skipped after 10 s whatever this is; tasks already queued for it wait this long."""
     seconds = positive("ESCALATION_STICKY_SECONDS", float)
     return None if seconds is None else timedelta(seconds=seconds)
 
