@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -109,7 +110,8 @@ N = TypeVar("N", int, float)
 
 
 def positive(name: str, kind: Callable[[str], N]) -> N | None:
-    """$`name` as a positive number (None when unset); anything else is refused naming it."""
+    """$`name` as a positive finite number (None when unset); anything else is refused naming it
+    (an infinite timeout would fail later, in `timedelta`, without the variable's name)."""
     value = os.environ.get(name)
     if not value:
         return None
@@ -117,8 +119,8 @@ def positive(name: str, kind: Callable[[str], N]) -> N | None:
         number = kind(value)
     except ValueError:
         number = kind("0")
-    if not number > 0:
-        raise ValueError(f"{name}: a positive number, not {value!r}")
+    if not (number > 0 and math.isfinite(number)):
+        raise ValueError(f"{name}: a positive finite number, not {value!r}")
     return number
 
 

@@ -302,7 +302,7 @@ def test_worker_knobs_take_positive_numbers_and_name_the_variable_otherwise(
     monkeypatch.setenv("ESCALATION_STICKY_SECONDS", "30")
     monkeypatch.setenv("ESCALATION_MAX_ACTIVITIES", "10")
     assert sticky_timeout() == timedelta(seconds=30) and activity_slots() == 10
-    for bad in ("0", "-5", "soon"):
+    for bad in ("0", "-5", "soon", "inf", "nan"):
         monkeypatch.setenv("ESCALATION_STICKY_SECONDS", bad)
         with pytest.raises(ValueError, match="ESCALATION_STICKY_SECONDS"):
             sticky_timeout()
