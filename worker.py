@@ -132,6 +132,14 @@ def activity_slots() -> int | None:
     return positive("ESCALATION_MAX_ACTIVITIES", int)
 
 
+def cached_cases() -> int | None:
+    """How many cases one worker keeps in memory (`ESCALATION_CACHED_CASES`; unset: the SDK's
+    1,000). A case out of the cache replays its whole history when its next timer fires or
+    message arrives, so a worker holding more open cases than this pays a replay at each of
+    their deadlines; each cached case costs about 120 KB of memory (bench/, README)."""
+    return positive("ESCALATION_CACHED_CASES", int)
+
+
 def sticky_timeout() -> timedelta | None:
     """How long a case's next workflow task waits for the worker that holds the case in its
     cache before the server hands it to any worker, which replays the history first
@@ -153,6 +161,8 @@ def build_worker(
 ) -> Worker:
     if (slots := activity_slots()) is not None:
         options.setdefault("max_concurrent_activities", slots)
+    if (cached := cached_cases()) is not None:
+        options.setdefault("max_cached_workflows", cached)
     if (sticky := sticky_timeout()) is not None:
         options.setdefault("sticky_queue_schedule_to_start_timeout", sticky)
     return Worker(

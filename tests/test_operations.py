@@ -24,7 +24,7 @@ from activities import health
 from activities.case_activities import CaseActivities
 from activities.channels import Channels, MemorySender
 from activities.records import MessageRow, Records
-from worker import activity_slots, build_worker, sticky_timeout
+from worker import activity_slots, build_worker, cached_cases, sticky_timeout
 from workflows.policy import Policy
 
 from .conftest import (
@@ -298,10 +298,14 @@ def test_worker_knobs_take_positive_numbers_and_name_the_variable_otherwise(
 ) -> None:
     monkeypatch.delenv("ESCALATION_STICKY_SECONDS", raising=False)
     monkeypatch.delenv("ESCALATION_MAX_ACTIVITIES", raising=False)
+    monkeypatch.delenv("ESCALATION_CACHED_CASES", raising=False)
     assert sticky_timeout() is None and activity_slots() is None  # the SDK's defaults
+    assert cached_cases() is None
     monkeypatch.setenv("ESCALATION_STICKY_SECONDS", "30")
     monkeypatch.setenv("ESCALATION_MAX_ACTIVITIES", "10")
+    monkeypatch.setenv("ESCALATION_CACHED_CASES", "5000")
     assert sticky_timeout() == timedelta(seconds=30) and activity_slots() == 10
+    assert cached_cases() == 5000
     for bad in ("0", "-5", "soon", "inf", "nan"):
         monkeypatch.setenv("ESCALATION_STICKY_SECONDS", bad)
         with pytest.raises(ValueError, match="ESCALATION_STICKY_SECONDS"):
@@ -309,3 +313,21 @@ def test_worker_knobs_take_positive_numbers_and_name_the_variable_otherwise(
         monkeypatch.setenv("ESCALATION_MAX_ACTIVITIES", bad)
         with pytest.raises(ValueError, match="ESCALATION_MAX_ACTIVITIES"):
             activity_slots()
+        monkeypatch.setenv("ESCALATION_CACHED_CASES", bad)
+        with pytest.raises(ValueError, match="ESCALATION_CACHED_CASES"):
+            cached_cases()
+
+
+async def test_the_worker_is_built_with_the_operators_knobs(
+    dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, policy: Policy
+) -> None:
+    monkeypatch.setenv("ESCALATION_STICKY_SECONDS", "30")
+    monkeypatch.setenv("ESCALATION_MAX_ACTIVITIES", "10")
+    monkeypatch.setenv("ESCALATION_CACHED_CASES", "5000")
+    records = Records.from_url(f"sqlite:///{tmp_path}/r.db")
+    acts = CaseActivities(records, Channels({"log": MemorySender()}), lambda: policy)
+    config = build_worker(dev_env.client, f"knobs-{uuid.uuid4().hex[:6]}", acts).config()
+    assert config.get("max_cached_workflows") == 5000
+    assert config.get("max_concurrent_activities") == 10
+    assert config.get("sticky_queue_schedule_to_start_timeout") == timedelta(seconds=30)
+    await records.close()
