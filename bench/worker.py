@@ -22,7 +22,7 @@ from activities.records import Records
 from activities.relay import Relay
 from bench.baseline import BaselineCase, HerdSleeper, noop
 from starter.config import Settings, connect, exit_now
-from worker import build_worker
+from worker import build_worker, cached_cases
 from workflows import proofs
 
 
@@ -81,10 +81,11 @@ async def serve(kind: str, max_cached: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kind", choices=["case", "baseline"], required=True)
-    parser.add_argument("--max-cached", type=int, default=3000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(serve(args.kind, args.max_cached))
+    # every parked case of a phase stays cached (a case and a bare workflow alike) unless the
+    # run asks for the worker's own setting
+    asyncio.run(serve(args.kind, cached_cases() or 3000))
     exit_now(0)
 
 
