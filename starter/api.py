@@ -60,10 +60,21 @@ TRANSIENT = {
 }
 
 
+# what the server answers while a case's worker is gone and no other has taken its tasks yet
+# (a worker killed under load: bench/, README); any worker polling again ends it
+WORKER_GONE = "no poller seen for task queue recently"
+
+
 def is_transient(err: RPCError) -> bool:
-    """Busy or unreachable server, broken connection: worth the same call again."""
+    """Busy or unreachable server, broken connection, a case's worker gone for now: worth
+    the same call again."""
     text = err.message.lower()
-    return err.status in TRANSIENT or "timeout expired" in text or "h2 protocol error" in text
+    return (
+        err.status in TRANSIENT
+        or "timeout expired" in text
+        or "h2 protocol error" in text
+        or (err.status == RPCStatusCode.FAILED_PRECONDITION and WORKER_GONE in text)
+    )
 
 
 def _rpc_error(case_id: str, err: RPCError) -> CaseError:

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.service import RPCError, RPCStatusCode
 
-from starter.api import CaseListing
+from starter.api import CaseListing, is_transient
 from starter.views import print_listing
 from tests.conftest import run_escalate, sample_case
 
@@ -88,3 +89,24 @@ def test_listing_shows_whole_case_ids_and_paused_clocks(capsys: pytest.CaptureFi
     assert "overdue 35m" in lines["D-261123035216-03"]
     assert "BREACHED" in lines["D-261123035216-04"]
     assert "paused" not in lines["D-261123035216-04"]
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "again"),
+    [
+        # as the server answered Updates while a killed worker's cases waited for another
+        (
+            RPCStatusCode.FAILED_PRECONDITION,
+            "no poller seen for task queue recently, worker may be down",
+            True,
+        ),
+        (RPCStatusCode.FAILED_PRECONDITION, "workflow is not running", False),
+        (RPCStatusCode.UNAVAILABLE, "connection refused", True),
+        (RPCStatusCode.INVALID_ARGUMENT, "no poller seen for task queue recently", False),
+        (RPCStatusCode.NOT_FOUND, "workflow not found for ID: case-X", False),
+    ],
+)
+def test_a_case_whose_worker_is_gone_is_worth_asking_again(
+    status: RPCStatusCode, message: str, again: bool
+) -> None:
+    assert is_transient(RPCError(message, status, b"")) is again
