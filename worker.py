@@ -140,16 +140,21 @@ def cached_cases() -> int | None:
     return positive("ESCALATION_CACHED_CASES", int)
 
 
-def sticky_timeout() -> timedelta | None:
+STICKY_SECONDS = 30.0  # the SDK's is 10 s
+
+
+def sticky_timeout() -> timedelta:
     """How long a case's next workflow task waits for the worker that holds the case in its
     cache before the server hands it to any worker, which replays the history first
-    (`ESCALATION_STICKY_SECONDS`; unset: the SDK's 10 s). Longer keeps a herd's tasks on a
-    busy worker (none replayed; the herd's last escalation 12.6-13.8 s late against 17.7-34.4
-    s) but may let its queue grow: with 30 s the flood's critical deadlines fired 1.2-2.1 s
-    late at p99, 0.29-1.41 s without it (bench/, README). A worker that stops polling is
-    skipped after 10 s whatever this is; tasks already queued for it wait this long."""
+    (`ESCALATION_STICKY_SECONDS`; unset: 30 s, the SDK's is 10 s). In a herd of 1,000
+    deadlines in one second the busy worker's queue runs past 10 s: cases time out of it, are
+    replayed, and the last escalation came 1.3-1.9x as late as the bare herd's; with 30 s,
+    0.66-0.95x. What it costs: a flood's critical deadlines fired 0.2-2.5 s late at p99 with
+    it, 0.3-1.4 s without; and tasks already queued for a worker that died wait this long (a
+    worker that stops polling is skipped after 10 s whatever this is; clients retry the
+    server's "no poller seen" meanwhile). bench/, README."""
     seconds = positive("ESCALATION_STICKY_SECONDS", float)
-    return None if seconds is None else timedelta(seconds=seconds)
+    return timedelta(seconds=STICKY_SECONDS if seconds is None else seconds)
 
 
 def build_worker(
@@ -163,8 +168,7 @@ def build_worker(
         options.setdefault("max_concurrent_activities", slots)
     if (cached := cached_cases()) is not None:
         options.setdefault("max_cached_workflows", cached)
-    if (sticky := sticky_timeout()) is not None:
-        options.setdefault("sticky_queue_schedule_to_start_timeout", sticky)
+    options.setdefault("sticky_queue_schedule_to_start_timeout", sticky_timeout())
     return Worker(
         client,
         task_queue=task_queue,

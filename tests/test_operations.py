@@ -299,12 +299,12 @@ def test_worker_knobs_take_positive_numbers_and_name_the_variable_otherwise(
     monkeypatch.delenv("ESCALATION_STICKY_SECONDS", raising=False)
     monkeypatch.delenv("ESCALATION_MAX_ACTIVITIES", raising=False)
     monkeypatch.delenv("ESCALATION_CACHED_CASES", raising=False)
-    assert sticky_timeout() is None and activity_slots() is None  # the SDK's defaults
-    assert cached_cases() is None
-    monkeypatch.setenv("ESCALATION_STICKY_SECONDS", "30")
+    assert activity_slots() is None and cached_cases() is None  # the SDK's defaults
+    assert sticky_timeout() == timedelta(seconds=30)  # the desk's: a herd stays on its worker
+    monkeypatch.setenv("ESCALATION_STICKY_SECONDS", "10")
     monkeypatch.setenv("ESCALATION_MAX_ACTIVITIES", "10")
     monkeypatch.setenv("ESCALATION_CACHED_CASES", "5000")
-    assert sticky_timeout() == timedelta(seconds=30) and activity_slots() == 10
+    assert sticky_timeout() == timedelta(seconds=10) and activity_slots() == 10
     assert cached_cases() == 5000
     for bad in ("0", "-5", "soon", "inf", "nan"):
         monkeypatch.setenv("ESCALATION_STICKY_SECONDS", bad)
@@ -321,7 +321,7 @@ def test_worker_knobs_take_positive_numbers_and_name_the_variable_otherwise(
 async def test_the_worker_is_built_with_the_operators_knobs(
     dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, policy: Policy
 ) -> None:
-    monkeypatch.setenv("ESCALATION_STICKY_SECONDS", "30")
+    monkeypatch.setenv("ESCALATION_STICKY_SECONDS", "12.5")
     monkeypatch.setenv("ESCALATION_MAX_ACTIVITIES", "10")
     monkeypatch.setenv("ESCALATION_CACHED_CASES", "5000")
     records = Records.from_url(f"sqlite:///{tmp_path}/r.db")
@@ -329,5 +329,5 @@ async def test_the_worker_is_built_with_the_operators_knobs(
     config = build_worker(dev_env.client, f"knobs-{uuid.uuid4().hex[:6]}", acts).config()
     assert config.get("max_cached_workflows") == 5000
     assert config.get("max_concurrent_activities") == 10
-    assert config.get("sticky_queue_schedule_to_start_timeout") == timedelta(seconds=30)
+    assert config.get("sticky_queue_schedule_to_start_timeout") == timedelta(seconds=12.5)
     await records.close()
