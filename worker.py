@@ -176,6 +176,7 @@ def build_worker(
         activities=[
             activities.open_case,
             activities.assign_case,
+            activities.open_and_assign,
             activities.record_transition,
             activities.read_clock,
             activities.check_proof,

@@ -34,13 +34,14 @@ from activities.records import (
 )
 from activities.relay import Handoff, delivery_of
 from activities.render import Renderer
-from workflows import proofs
+from workflows import proofs, transitions
 from workflows.activity_models import (
     AssignRequest,
     AssignResult,
     CaseSnapshot,
     CustomerContext,
     OpenCaseRequest,
+    OpenedCase,
     OutboundMessage,
     ProofClaim,
     Transition,
@@ -142,7 +143,8 @@ class CaseActivities:
             recent = (
                 await s.scalars(
                     select(CaseRow.case_id)
-                    .where(*others, CaseRow.opened_at >= window_start)
+                    # none opened after this one: a retry of open_and_assign reads the same
+                    .where(*others, CaseRow.opened_at.between(window_start, req.opened_at))
                     .order_by(CaseRow.opened_at.desc())
                     .limit(50)
                 )
@@ -160,6 +162,14 @@ class CaseActivities:
             open_cases=int(open_count or 0),
             recent_case_ids=list(recent),
         )
+
+    @activity.defn(name="open_and_assign")
+    async def open_and_assign(self, req: OpenCaseRequest) -> OpenedCase:
+        """A new case's first step in one activity: open it, identify it as the case will
+        (the same pure code) and assign it. A retry finds both rows by their keys."""
+        ctx = await self.open_case(req)
+        assigned = await self.assign_case(transitions.first_assignment(req, ctx))
+        return OpenedCase(context=ctx, assigned=assigned)
 
     @activity.defn(name="assign_case")
     async def assign_case(self, req: AssignRequest) -> AssignResult:

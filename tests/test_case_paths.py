@@ -385,5 +385,5 @@ async def test_history_stays_small(
         await desk.api.report(data["case_id"])
         events = await history_events(desk, data["case_id"])
     activities = events.count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
-    assert activities == 4  # open, assign, acknowledge, report
+    assert activities == 3  # open and assign, acknowledge, report
     assert len(events) <= 150

@@ -45,8 +45,8 @@ from tests.conftest import (
     until,
 )
 from workflows.activity_models import Transition
-from workflows.case import ACTIVITY_TIMEOUT
 from workflows.models import CaseReport, CaseStatus
+from workflows.opening import ACTIVITY_TIMEOUT
 from workflows.policy import Policy
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.devserver]

@@ -232,7 +232,11 @@ async def test_a_case_is_counted_once_across_a_worker_restart(
     assert about and any(re.fullmatch(r"[0-9a-f]{32}", e.get("trace_id", "")) for e in about)
 
     # traces over OTLP: a mail's delivery continues the trace of the activity that queued it
-    writes = ("RunActivity:record_transition", "RunActivity:assign_case")
+    writes = (
+        "RunActivity:record_transition",
+        "RunActivity:assign_case",
+        "RunActivity:open_and_assign",
+    )
     runs = {s.span_id: s for name in writes for s in otlp.named(name)}
     delivery = otlp.named("deliver mail")[0]
     assert delivery.parent_span_id in runs

@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.case_activities import CaseActivities
 from activities.channels import Channels, Delivery, MemorySender, Transient
+from activities.policy_file import load_policy
 from activities.records import (
     AssignmentRow,
     CaseRow,
@@ -23,18 +24,22 @@ from activities.records import (
 )
 from activities.relay import Relay
 from tests.conftest import until
-from workflows import rules
+from workflows import evolve, rules, transitions
 from workflows.activity_models import (
     AssignRequest,
     CaseSnapshot,
+    CustomerContext,
     OpenCaseRequest,
     OutboundMessage,
     Transition,
 )
+from workflows.events import Assigned
 from workflows.models import CaseInput, TimelineEntry
 from workflows.policy import Policy
+from workflows.state import Opening
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
 
 
 def case_input(case_id: str = "C-1", customer: str = "cust-1") -> CaseInput:
@@ -342,3 +347,74 @@ def test_database_url_accepts_what_users_type() -> None:
 
 def test_time_constants_are_aware() -> None:
     assert (T0 + timedelta(hours=1)).tzinfo is not None
+
+
+async def test_a_new_case_is_opened_and_assigned_in_one_step_written_once(
+    any_records: Records, policy: Policy
+) -> None:
+    """open_and_assign writes the case's step 1 as the case builds it from the answer, and a
+    retry (after another case of the customer was opened) picks the same person and sends
+    nothing new."""
+    acts, notifier = activities(any_records, policy)
+    await open_case(acts, "C-0")  # an earlier case of the customer
+    opening = Opening()
+    evolve.open_case(opening, case_input("C-1"), T0)
+    req = OpenCaseRequest(
+        case=case_input("C-1"),
+        workflow_id="case-C-1",
+        run_id="run-1",
+        opened_at=T0,
+        timeline=opening.timeline,
+    )
+    first = await acts.open_and_assign(req)
+    later = OpenCaseRequest(
+        case=case_input("C-2"),
+        workflow_id="case-C-2",
+        run_id="run-1",
+        opened_at=T0 + timedelta(minutes=1),
+    )
+    await acts.open_case(later)
+    retry = await acts.open_and_assign(req)
+    assert retry.assigned == first.assigned  # the same person, the same line
+    assert retry.context.recent_case_ids == first.context.recent_case_ids == ["C-0"]
+    # the case's own state from the answer: the lines the records have, in the same order
+    state = transitions.identified(req, first.context, policy)
+    step = transitions.take(state, "case-C-1", "run-1", 1, T0)
+    evolve.apply(state, Assigned(first.assigned.assignee, first.assigned.entry), T0)
+    async with any_records.sessions() as s:
+        row = await s.get(CaseRow, "C-1")
+        lines = (
+            await s.scalars(
+                select(TimelineRow.what)
+                .where(TimelineRow.case_id == "C-1")
+                .order_by(TimelineRow.seq)
+            )
+        ).all()
+    assert row is not None and row.step == 1 and row.stage == "resolve"
+    assert row.assignee == first.assigned.assignee == state.assignee and row.tier == state.tier
+    assert list(lines) == [e.what for e in state.timeline] == ["opened", "identified", "assigned"]
+    assert [e.what for e in step.timeline] == ["opened", "identified"]  # and the activity's
+    assert state.unrecorded == [] and state.outbox == []  # nothing left for the recorder
+    assert await count(any_records, AssignmentRow, AssignmentRow.case_id == "C-1") == 1
+    await deliver(acts)
+    kinds = sorted(m.subject.split()[0] for m in notifier.sent)
+    assert len(notifier.sent) == 2, kinds  # the customer's receipt and the assignee's page
+
+
+def test_a_line_noted_while_the_case_was_opened_follows_its_assignment() -> None:
+    opening = Opening()
+    evolve.open_case(opening, case_input("C-1"), T0)
+    req = OpenCaseRequest(
+        case=case_input("C-1"),
+        workflow_id="case-C-1",
+        run_id="run-1",
+        opened_at=T0,
+        timeline=list(opening.timeline),
+    )
+    evolve.ignore(opening, "approve", "the case is still being identified", T0)
+    ctx = CustomerContext(policy=load_policy(), recent_cases=0, open_cases=0, recent_case_ids=[])
+    state = transitions.identified(req, ctx, ctx.policy)
+    transitions.take(state, "case-C-1", "run-1", 1, T0)
+    evolve.noted(state, opening.timeline[-1])
+    assert [e.seq for e in state.timeline] == [1, 2, 3, 4]
+    assert state.timeline[-1].what == "message ignored" and state.unrecorded == state.timeline[-1:]

@@ -77,6 +77,9 @@ class OpenCaseRequest(BaseModel):
     workflow_id: str
     run_id: str
     opened_at: UtcDatetime
+    # the timeline so far ("opened", and any signal noted before): the first record's lines
+    # when the case is opened and assigned in one activity (open_and_assign)
+    timeline: list[TimelineEntry] = []
 
 
 class CustomerContext(BaseModel):
@@ -117,6 +120,13 @@ class AssignRequest(BaseModel):
 class AssignResult(BaseModel):
     assignee: str
     entry: TimelineEntry
+
+
+class OpenedCase(BaseModel):
+    """open_and_assign's answer: what identify needed, and who took the case."""
+
+    context: CustomerContext
+    assigned: AssignResult
 
 
 class ProofClaim(BaseModel):

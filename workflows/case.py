@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -22,28 +21,24 @@ with workflow.unsafe.imports_passed_through():
         measures,
         offers,
         projections,
-        rules,
         tracecontext,
+        transitions,
     )
     from workflows import search_attributes as sa
     from workflows.activity_models import (
-        AssignRequest,
         AssignResult,
-        CustomerContext,
-        OpenCaseRequest,
         Transition,
     )
     from workflows.events import Assigned, AssignmentStarted
     from workflows.handlers import MessageIntake, register_messages
     from workflows.models import (
         WORKFLOW_TYPE,
-        CaseInput,
         CaseReport,
         CaseStatus,
         Stage,
         case_input,
     )
-    from workflows.policy import shared
+    from workflows.opening import ACTIVITY_RETRY, ACTIVITY_TIMEOUT, CaseOpening
     from workflows.state import CaseState, Due, DueKind, Opening
 
 # workflow.patched ids, each a change to the command sequence of running cases:
@@ -59,20 +54,13 @@ CONTINUE_AS_NEW = "continue-as-new"  # a long case carries its state into a new 
 # pays for one, not one per change; cases started before it meet the patches one by one, as
 # they ran. Its own change: report-up is not shown in the search attributes (it lasts ms).
 # CASE_V3 (handlers.py) stands for CASE_V2 and its own change: the reopen window's end
-# closes the case without a clock read.
+# closes the case without a clock read. CASE_V4 (handlers.py) stands for CASE_V3 and its
+# own change: a new case is opened and assigned in one activity (opening.py).
 
 MAX_HISTORY_EVENTS = 2_000  # well below the server's limits (50k events, 50 MB)
 
-ACTIVITY_TIMEOUT = timedelta(seconds=10)
-ACTIVITY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    non_retryable_error_types=["CaseClosed", "NoCandidates"],
-)
 
-
-class EscalationCase(MessageIntake):
+class EscalationCase(CaseOpening, MessageIntake):
     @workflow.init
     def __init__(self, raw: Any) -> None:
         """With the input, before any message is handled: a long case's next run has its
@@ -108,7 +96,12 @@ class EscalationCase(MessageIntake):
             now = workflow.now()
             evolve.open_case(self._opening, case, now)
             self._set_details()
-            await self._open_and_identify(case, now)
+            if self._v4():
+                await self._open_and_assign(case, now)
+            else:
+                await self._open_and_identify(case, now)
+                if self._case.renotify_every and not self._since(RENOTIFY):
+                    self._case.renotify_every = None
         self._upsert_search_attributes()
         while True:
             if self._since(CONCURRENT_RECORDER):
@@ -129,27 +122,6 @@ class EscalationCase(MessageIntake):
             lambda: workflow.all_handlers_finished() and not self._proving
         )
         return report
-
-    async def _open_and_identify(self, case: CaseInput, now: datetime) -> None:
-        """Its own frame, so the activity result (a full policy copy) is not kept alive by
-        `run` for the life of the case; the case keeps the shared policy instance."""
-        info = workflow.info()
-        ctx: CustomerContext = await workflow.execute_activity(
-            "open_case",
-            OpenCaseRequest(
-                case=case, workflow_id=info.workflow_id, run_id=info.run_id, opened_at=now
-            ),
-            result_type=CustomerContext,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=ACTIVITY_RETRY,
-            summary=f"Open {case.case_id}: load policy and customer history",
-        )
-        prefix = f"{info.workflow_id}:{info.run_id}"
-        policy = shared(ctx.policy)
-        self._state = s = evolve.identify(self._opening, ctx, policy, prefix, workflow.now())
-        self._meter.record(measures.opened(s))
-        if s.renotify_every and not self._since(RENOTIFY):
-            s.renotify_every = None
 
     def _enter_stage(self, stage: Stage) -> None:
         self._case.stage = stage
@@ -296,32 +268,18 @@ class EscalationCase(MessageIntake):
 
     async def _assign(self) -> None:
         s = self._case
-        policy = s.policy
         evolve.apply(s, AssignmentStarted(), workflow.now())
         self._upsert_search_attributes()
         self._set_details()
         mark = self._mutations
-        dept_name = policy.departments[s.department].name
-        expected = rules.clocks(policy, s.tier, s.severity, workflow.now())
+        request = transitions.assign_request(s, self._take_transition(), workflow.now())
         result: AssignResult = await workflow.execute_activity(
             "assign_case",
-            AssignRequest(
-                transition=self._take_transition(),
-                people=rules.people_at(policy, s.department, s.tier),
-                skill=s.skill,
-                exclude=s.exclude,
-                timezone=policy.timezone,
-                assigned_seq=len(s.timeline),  # the line AssignmentStarted reserved
-                tier_name=rules.tier_policy(policy, s.tier).name,
-                department_name=dept_name,
-                prefer=s.prefer,
-                ack_by=expected.ack_by,
-                resolve_by=expected.resolve_by,
-            ),
+            request,
             result_type=AssignResult,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
-            summary=f"Assign tier {s.tier} {dept_name} and notify",
+            summary=f"Assign tier {s.tier} {request.department_name} and notify",
         )
         evolve.apply(s, Assigned(result.assignee, result.entry), workflow.now())
         self._recorded(mark)
@@ -379,15 +337,9 @@ class EscalationCase(MessageIntake):
 
     def _take_transition(self, closing: bool = False) -> Transition:
         self._step += 1
-        info, s = workflow.info(), self._case
-        timeline, messages = evolve.take_records(s)
-        return Transition(
-            key=f"{info.workflow_id}:{info.run_id}:s{self._step}",
-            snapshot=projections.snapshot(s, info.workflow_id, info.run_id, self._step, closing),
-            timeline=timeline,
-            messages=messages,
-            # in the reopen window the report follows the customer's verdict as it comes
-            report=projections.report(s, workflow.now()) if s.stage == "resolved" else None,
+        info = workflow.info()
+        return transitions.take(
+            self._case, info.workflow_id, info.run_id, self._step, workflow.now(), closing
         )
 
     @workflow.signal(name="delivery_failed")

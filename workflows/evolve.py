@@ -75,6 +75,14 @@ def delivery_failed(target: CaseState | Opening, details: str, now: datetime) ->
     note(target.timeline, now, "delivery failed", None, tier, details)
 
 
+def noted(state: CaseState, entry: TimelineEntry) -> None:
+    """A line noted before the case was identified, after the lines identify took: it
+    goes to the records with the next step."""
+    later = entry.model_copy(update={"seq": len(state.timeline) + 1})
+    state.timeline.append(later)
+    state.unrecorded.append(later)
+
+
 def take_records(state: CaseState) -> tuple[list[TimelineEntry], list[OutboundMessage]]:
     """What the records and the outbox have not had yet; from now on they have it."""
     taken = state.unrecorded, state.outbox

@@ -22,6 +22,7 @@ from workflows.state import CaseState, Opening
 SIGNAL_PROOF = "signal-proof"  # a patch: a Signal's proof is checked (a local activity) first
 CASE_V2 = "case-v2"  # a patch: every patch of the case at once (workflows/case.py)
 CASE_V3 = "case-v3"  # a patch: case-v2 and a window closed without a clock read (case.py)
+CASE_V4 = "case-v4"  # a patch: case-v3 and a new case opened and assigned in one activity
 
 
 class Rejected(ApplicationError):
@@ -52,8 +53,13 @@ class MessageIntake:
         return self._v3() or workflow.patched(CASE_V2)
 
     def _v3(self) -> bool:
-        """A case started since case-v3 (asked first in every run's first task)."""
-        return workflow.patched(CASE_V3)
+        """A case started since case-v3."""
+        return self._v4() or workflow.patched(CASE_V3)
+
+    def _v4(self) -> bool:
+        """A case started since case-v4 (asked first in every run's first task: a new case
+        records this one marker only)."""
+        return workflow.patched(CASE_V4)
 
     def _since(self, patch: str) -> bool:
         """Whether the case runs the code since `patch`: a current case always does."""
