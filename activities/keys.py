@@ -106,7 +106,9 @@ class KeyStore:
         self.records, self.masters = records, masters
         self._by_id: dict[str, DataKey | None] = {}
         self._by_subject: dict[tuple[str, str], DataKey | None] = {}
-        self._lock = asyncio.Lock()
+        # one lock per case being looked up: a burst of new cases does not queue every
+        # case's first lookup behind one lock (the records settle a race: one row per case)
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @staticmethod
     def _key(row_id: str, namespace: str, subject: str, raw: bytes) -> DataKey:
@@ -115,16 +117,22 @@ class KeyStore:
     async def for_case(self, namespace: str, workflow_id: str) -> DataKey | None:
         """The case's key, made on first use (one per case, whichever process asks first);
         None once it was destroyed (the case was erased)."""
-        if (namespace, workflow_id) in self._by_subject:
-            return self._by_subject[(namespace, workflow_id)]
-        async with self._lock:
-            if (namespace, workflow_id) not in self._by_subject:
-                # shielded: a caller given up on mid-query must not strand the connection
-                found = await asyncio.shield(self._load_or_make(namespace, workflow_id))
-                self._by_subject[(namespace, workflow_id)] = found
-                if found is not None:
-                    self._by_id[found.key_id] = found
-        return self._by_subject[(namespace, workflow_id)]
+        subject = (namespace, workflow_id)
+        if subject in self._by_subject:
+            return self._by_subject[subject]
+        lock = self._locks.setdefault(subject, asyncio.Lock())
+        try:
+            async with lock:
+                if subject not in self._by_subject:
+                    # shielded: a caller given up on mid-query must not strand the connection
+                    found = await asyncio.shield(self._load_or_make(namespace, workflow_id))
+                    self._by_subject[subject] = found
+                    if found is not None:
+                        self._by_id[found.key_id] = found
+        finally:
+            if self._locks.get(subject) is lock and not lock.locked():
+                del self._locks[subject]
+        return self._by_subject[subject]
 
     async def _load_or_make(self, namespace: str, subject: str) -> DataKey | None:
         """The case's key as the records have it; made (one write) only when there is none."""
@@ -177,8 +185,10 @@ class KeyStore:
         if row is not None and row.wrapped is not None:
             raw = self.masters.unwrap(row.key_id, row.wrapped)
             found = self._key(row.key_id, row.namespace, row.subject, raw)
-        if found is not None or row is not None:  # a destroyed key stays destroyed
+        if row is not None:  # a destroyed key stays destroyed
             self._by_id[key_id] = found
+            # the worker decodes a new case's input first: its own payloads then need no read
+            self._by_subject.setdefault((row.namespace, row.subject), found)
         return found
 
     async def _row(self, key_id: str) -> DataKeyRow | None:

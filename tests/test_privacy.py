@@ -18,14 +18,14 @@ import httpx
 import pytest
 import uvicorn
 from playwright.async_api import async_playwright
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from temporalio.api.common.v1 import Payload
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.codec import CaseCodec, data_converter, is_encrypted
+from activities.codec import KEY_ID, CaseCodec, data_converter, decode_one, is_encrypted
 from activities.keys import KeyStore, MasterKeys, rotate
 from activities.links import Links
 from activities.records import CaseRow, DataKeyRow, ErasureRow, Records
@@ -396,3 +396,37 @@ async def test_the_temporal_ui_shows_a_case_only_through_the_codec_server(
         await env.client.workflow_service.get_system_info(GetSystemInfoRequest())
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_a_case_key_is_read_once_per_process_and_a_burst_makes_one_key_per_case(
+    records: Records,
+) -> None:
+    """A worker decodes a new case's input first (by key id): encoding the case's own
+    payloads after it reads nothing more. New cases looked up together each get one key."""
+    masters = MasterKeys(secrets.token_bytes(32))
+    plain = Payload(metadata={"encoding": b"json/plain"}, data=b'"x"')
+    [sealed] = await CaseCodec(KeyStore(records, masters), "default", "case-K-1").encode([plain])
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(records.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        worker = KeyStore(records, masters)
+        assert (await decode_one(worker, sealed)).data == b'"x"'
+        read = len(statements)
+        [again] = await CaseCodec(worker, "default", "case-K-1").encode([plain])
+        assert read >= 1 and len(statements) == read  # the decode's read was enough
+    finally:
+        event.remove(records.engine.sync_engine, "before_cursor_execute", seen)
+    assert again.metadata[KEY_ID] == sealed.metadata[KEY_ID]
+
+    burst = [KeyStore(records, masters) for _ in range(2)]  # two processes, 20 new cases
+    found = await asyncio.gather(
+        *(keys.for_case("default", f"case-B-{i}") for i in range(20) for keys in burst)
+    )
+    assert all(k is not None for k in found)
+    assert len({k.key_id for k in found if k}) == 20  # both processes agree on each case's
+    async with records.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(DataKeyRow)) == 21
