@@ -9,7 +9,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 from workflows import evolve, measures, transitions
-from workflows.activity_models import CustomerContext, OpenCaseRequest, OpenedCase, Transition
+from workflows.activity_models import CustomerContext, OpenCaseRequest, OpenedCase
 from workflows.events import Assigned
 from workflows.models import CaseInput
 from workflows.policy import shared
@@ -32,12 +32,10 @@ class CaseOpening:
     _opening: Opening
     _mutations: int
     _meter: measures.Meter
-
-    # the case's own (case.py): the records' next step, and "the records have it up to mark"
-    def _take_transition(self, closing: bool = False) -> Transition:
-        raise NotImplementedError
+    _step: int
 
     def _recorded(self, mark: int) -> None:
+        """The case's own (case.py): the records have every message up to `mark`."""
         raise NotImplementedError
 
     async def _open_and_identify(self, case: CaseInput, now: datetime) -> None:
@@ -81,7 +79,8 @@ class CaseOpening:
         )
         self._state = s = transitions.identified(req, opened.context, shared(opened.context.policy))
         self._meter.record(measures.opened(s))
-        self._take_transition()  # step 1: open_and_assign wrote it
+        self._step += 1  # step 1, with what it took: open_and_assign wrote it
+        evolve.take_records(s)
         assigned = opened.assigned
         evolve.apply(s, Assigned(assigned.assignee, assigned.entry), workflow.now())
         for entry in self._opening.timeline[len(req.timeline) :]:
