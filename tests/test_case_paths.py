@@ -148,6 +148,43 @@ async def test_resolve_timeout_escalates(
             await desk.api.send(data["case_id"], "resolve", {"by": "bill-ana", "resolution": "x"})
 
 
+async def test_a_deadline_moved_later_keeps_its_timer_and_the_next_fires_on_time(
+    ts_env: WorkflowEnvironment, make_desk: Callable[[WorkflowEnvironment], Desk]
+) -> None:
+    """Acknowledging moves the next deadline from the ack warning (45 m) to the customer
+    update (8 h): the pending timer is kept (a timer is a billed action); it rings at 45 m
+    with nothing due and sets the next one, and every deadline after fires at its second."""
+    desk = make_desk(ts_env)
+    async with desk.worker():
+        cid, st = await desk.open_assigned(severity="high")  # tier 2: ack 1h, resolve 1d
+        await desk.api.send(cid, "acknowledge", {"by": st.assignee})
+        acked = await desk.api.status(cid)
+        await ts_env.sleep(timedelta(hours=2))
+        quiet = await desk.api.status(cid)
+        events = without_workflow_tasks(await history_events(desk, cid))
+        await ts_env.sleep(timedelta(hours=17))
+        st = await desk.api.status(cid)
+    assert [e.what for e in quiet.timeline][-1] == "acknowledged"  # the ring did nothing
+    acked_at = events.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED)
+    assert EventType.EVENT_TYPE_TIMER_FIRED in events, "the ack warning's timer was not kept"
+    rang = events.index(EventType.EVENT_TYPE_TIMER_FIRED)
+    assert EventType.EVENT_TYPE_TIMER_STARTED in events[:acked_at]  # the ack warning's
+    between = events[acked_at:rang]  # the acknowledgement set no timer and cancelled none
+    assert EventType.EVENT_TYPE_TIMER_STARTED not in between
+    assert EventType.EVENT_TYPE_TIMER_CANCELED not in between
+    assert events[rang + 1 :].count(EventType.EVENT_TYPE_TIMER_STARTED) == 1  # the next one
+    assert events.count(EventType.EVENT_TYPE_TIMER_FIRED) == 1
+    assert acked.deadlines.resolve_by is not None and acked.opened_at is not None
+    due = {
+        "customer updated": [acked.opened_at + timedelta(hours=8) * i for i in (1, 2)],
+        "resolve SLA warning": [acked.deadlines.resolve_by - timedelta(hours=6)],  # at 75 %
+    }
+    for what, ats in due.items():
+        fired = [e.at for e in st.timeline if e.what == what]
+        assert len(fired) == len(ats), what
+        assert all(abs((f - at).total_seconds()) < 1 for f, at in zip(fired, ats, strict=True))
+
+
 async def test_top_tier_breach_reports_up_and_stays_open(
     ts_env: WorkflowEnvironment, make_desk: Callable[[WorkflowEnvironment], Desk]
 ) -> None:

@@ -21,7 +21,7 @@ from activities.records import CaseRow, Records, ReportRow
 from starter.api import CaseError
 from starter.reporting import build_report, write_chart
 from workflows import carry
-from workflows.handlers import CASE_V4
+from workflows.handlers import CASE_V5
 from workflows.models import WORKFLOW_TYPE, CaseStatus, MessageResult, workflow_id_for
 from workflows.policy import Policy
 
@@ -84,7 +84,7 @@ async def test_resolved_case_takes_one_rating_then_closes_at_the_window_end(
             fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
             if "CaseStage" in fields.indexed_fields:
                 stages.append(json.loads(fields.indexed_fields["CaseStage"].data))
-    assert patches == [CASE_V4]
+    assert patches == [CASE_V5]
     assert stages == ["resolve", "resolved", "closed"]  # opened and assigned at once
 
 

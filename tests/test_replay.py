@@ -22,7 +22,7 @@ from workflows.case import (
     TIMER_CLOCK,
     EscalationCase,
 )
-from workflows.handlers import CASE_V2, CASE_V3, CASE_V4, SIGNAL_PROOF
+from workflows.handlers import CASE_V2, CASE_V3, CASE_V4, CASE_V5, SIGNAL_PROOF
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 TEXTS = {path: path.read_text() for path in HISTORIES}
@@ -72,7 +72,7 @@ def test_histories_cover_code_before_and_after_each_patch() -> None:
     assert any(CONTINUE_AS_NEW in p for p in seen), "no history continues as new"
     assert any(SIGNAL_PROOF in p for p in seen), "no history checks a Signal's proof"
     assert any(SIGNAL_PROOF not in p for p in seen), "no history from before proofs"
-    for patch in (CASE_V2, CASE_V3, CASE_V4):
+    for patch in (CASE_V2, CASE_V3, CASE_V4, CASE_V5):
         current = [p for p in seen if patch in p]
         assert len(current) >= 3, f"no {patch} histories (a plain, a paged-again, a long case)"
         assert all(p == {patch} for p in current), "a current case meets one patch, not each"

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         AssignResult,
         Transition,
     )
+    from workflows.alarm import Alarm
     from workflows.events import Assigned, AssignmentStarted
     from workflows.handlers import MessageIntake, register_messages
     from workflows.models import (
@@ -55,7 +56,8 @@ CONTINUE_AS_NEW = "continue-as-new"  # a long case carries its state into a new 
 # they ran. Its own change: report-up is not shown in the search attributes (it lasts ms).
 # CASE_V3 (handlers.py) stands for CASE_V2 and its own change: the reopen window's end
 # closes the case without a clock read. CASE_V4 (handlers.py) stands for CASE_V3 and its
-# own change: a new case is opened and assigned in one activity (opening.py).
+# own change: a new case is opened and assigned in one activity (opening.py). CASE_V5
+# (handlers.py) stands for CASE_V4 and its own change: one timer at a time (alarm.py).
 
 MAX_HISTORY_EVENTS = 2_000  # well below the server's limits (50k events, 50 MB)
 
@@ -138,6 +140,7 @@ class EscalationCase(CaseOpening, MessageIntake):
         s = self._case
         self._recorder_stop = False  # a reopened or continued case runs it again
         recorder = asyncio.create_task(self._recorder())
+        alarm, floor = Alarm(), workflow.now()  # floor: the time the last stale ring was set for
         while True:
             if s.needs_assign:
                 await workflow.wait_condition(lambda: not self._recording)
@@ -145,23 +148,37 @@ class EscalationCase(CaseOpening, MessageIntake):
             if s.finish is not None:
                 break
             if self._history_is_long() and self._since(CONTINUE_AS_NEW):
+                alarm.cancel()
                 await self._continue_as_new(recorder)
             due = decisions.next_due(s)
             seen = self._mutations
-            wait = (due.at - workflow.now()).total_seconds()
+            now = max(workflow.now(), floor)
+            wait = (due.at - now).total_seconds()
             if wait > 0:
-                try:
-                    await workflow.wait_condition(
-                        self._changed_since(seen), timeout=wait, timeout_summary=due.label
-                    )
-                    continue
-                except TimeoutError:
-                    # no patch check after the read: its marker would come a task later
-                    self._reads_clock = self._since(TIMER_CLOCK)
-                    if self._reads_clock and not self._ends_window(due):
-                        await self._read_clock(due.label)
-                        continue  # decide again at the time just read: something may be due
+                if self._v5():
+                    alarm.set(due, now)
+                    await workflow.wait_condition(self._changed_since(seen, alarm))
+                    if not alarm.rang:
+                        continue
+                    rang_for, due = alarm.took(), decisions.next_due(s)
+                    if due.at > rang_for:  # set for a deadline that has since moved later
+                        floor = rang_for  # this task's time may be the last one's
+                        continue
+                else:
+                    try:
+                        await workflow.wait_condition(
+                            self._changed_since(seen), timeout=wait, timeout_summary=due.label
+                        )
+                        continue
+                    except TimeoutError:
+                        pass
+                # no patch check after the read: its marker would come a task later
+                self._reads_clock = self._since(TIMER_CLOCK)
+                if self._reads_clock and not self._ends_window(due):
+                    await self._read_clock(due.label)
+                    continue  # decide again at the time just read: something may be due
             self._fire(due)
+        alarm.cancel()
         await workflow.wait_condition(lambda: not self._recording)
         self._recorder_stop = True
         await recorder
@@ -195,9 +212,15 @@ class EscalationCase(CaseOpening, MessageIntake):
         await recorder
         workflow.continue_as_new(carry.carried(s, self._step))
 
-    def _changed_since(self, seen: int) -> Callable[[], bool]:
-        """Wake the clock loop when a message changed the case (its next deadline may too)."""
-        return lambda: bool(self._case.needs_assign or self._case.finish or self._mutations != seen)
+    def _changed_since(self, seen: int, alarm: Alarm | None = None) -> Callable[[], bool]:
+        """Wake the clock loop when a message changed the case (its next deadline may too),
+        or the alarm rang."""
+        return lambda: bool(
+            self._case.needs_assign
+            or self._case.finish
+            or self._mutations != seen
+            or (alarm and alarm.rang)
+        )
 
     async def _recorder(self) -> None:
         s = self._case

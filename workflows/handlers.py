@@ -23,6 +23,7 @@ SIGNAL_PROOF = "signal-proof"  # a patch: a Signal's proof is checked (a local a
 CASE_V2 = "case-v2"  # a patch: every patch of the case at once (workflows/case.py)
 CASE_V3 = "case-v3"  # a patch: case-v2 and a window closed without a clock read (case.py)
 CASE_V4 = "case-v4"  # a patch: case-v3 and a new case opened and assigned in one activity
+CASE_V5 = "case-v5"  # a patch: case-v4 and a timer kept while the next deadline moves later
 
 
 class Rejected(ApplicationError):
@@ -57,9 +58,13 @@ class MessageIntake:
         return self._v4() or workflow.patched(CASE_V3)
 
     def _v4(self) -> bool:
-        """A case started since case-v4 (asked first in every run's first task: a new case
+        """A case started since case-v4."""
+        return self._v5() or workflow.patched(CASE_V4)
+
+    def _v5(self) -> bool:
+        """A case started since case-v5 (asked first in every run's first task: a new case
         records this one marker only)."""
-        return workflow.patched(CASE_V4)
+        return workflow.patched(CASE_V5)
 
     def _since(self, patch: str) -> bool:
         """Whether the case runs the code since `patch`: a current case always does."""

@@ -1,0 +1,49 @@
+"""The case's one pending timer (since case-v5). A timer is a billed action, so it is kept
+while it would ring no later than the next deadline: a deadline that moves later (an
+acknowledged case's next one is its resolve warning) sets no new timer until this one rings,
+and one that moves earlier replaces it. A ring before anything is due costs a workflow task,
+which is not billed."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from temporalio import workflow
+
+from workflows.state import Due
+
+
+class Alarm:
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+        self.at: datetime | None = None  # when the pending (or the last) timer rings
+
+    def set(self, due: Due, now: datetime) -> None:
+        """A timer for `due`, unless the pending one rings no later."""
+        if self.pending and self.at is not None and self.at <= due.at:
+            return
+        self.cancel()
+        self.at = due.at
+        wait = (due.at - now).total_seconds()
+        self._task = asyncio.create_task(workflow.sleep(wait, summary=due.label))
+
+    @property
+    def pending(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def rang(self) -> bool:
+        return self._task is not None and self._task.done() and not self._task.cancelled()
+
+    def took(self) -> datetime:
+        """Clear a ring; the time it was set for (the real time is at least that)."""
+        assert self.at is not None and self.rang
+        self._task = None
+        return self.at
+
+    def cancel(self) -> None:
+        if self.pending:
+            assert self._task is not None
+            self._task.cancel()
+        self._task = None
