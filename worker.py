@@ -32,7 +32,7 @@ from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import health, logs, tracing
@@ -79,16 +79,32 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
     log.info("registered search attributes: %s", ", ".join(sorted(missing)))
 
 
-def workflow_runner(strict: bool = False) -> SandboxedWorkflowRunner:
-    """The sandbox, with this package passed through unless `strict`.
+SANDBOX_MODES = ("off", "on", "strict")
 
-    The sandbox imports a workflow's module afresh for every case it runs; for this module
-    that was a compile (bytecode caching is often off in containers) and a private copy of
-    every function per cached case: 17 % of worker CPU and 4x the memory of a bare workflow.
-    Passed through, the module is imported once. The tests run the case paths with `strict`
-    (the module re-imported under the sandbox's restrictions), so a non-deterministic call in
-    workflow code still fails CI.
-    """
+
+def sandbox_mode() -> str:
+    """How the worker runs the cases' code (`ESCALATION_WORKFLOW_SANDBOX`; unset: `off`).
+
+    `strict` is the SDK's sandbox, importing this package afresh under its restrictions for
+    every case: a non-deterministic call (a clock, random, I/O) fails the workflow task. The
+    tests and the replay of recorded histories run every case path that way, so such a call
+    fails CI. `on` is the sandbox with this package imported once (a compile per case and a
+    private copy of every function had cost 17 % of worker CPU and 4x a bare workflow's
+    memory). `off` runs the same code without the sandbox: the SDK asks the sandbox for a
+    serialization context once per payload of every command, each a piece of code compiled
+    and run inside it, and that was a fifth of the worker's CPU per case (bench/, README)."""
+    mode = os.environ.get("ESCALATION_WORKFLOW_SANDBOX") or "off"
+    if mode not in SANDBOX_MODES:
+        raise ValueError(
+            f"ESCALATION_WORKFLOW_SANDBOX: one of {', '.join(SANDBOX_MODES)}, not {mode!r}"
+        )
+    return mode
+
+
+def workflow_runner(mode: str = "off") -> WorkflowRunner:
+    """The runner for `mode` (sandbox_mode)."""
+    if mode == "off":
+        return UnsandboxedWorkflowRunner()
     # Business-hours clocks need real timezone objects: the sandbox hands out ZoneInfo behind
     # a proxy that datetime refuses as a tzinfo. Reading the zone database is deterministic
     # for a given tzdata, so ZoneInfo itself is let through; every other restriction stays.
@@ -101,7 +117,7 @@ def workflow_runner(strict: bool = False) -> SandboxedWorkflowRunner:
     restrictions = restrictions.with_passthrough_modules("workflows.proofs")
     # the trace context is the process's own (tracing.py), shared with the cases it runs
     restrictions = restrictions.with_passthrough_modules("opentelemetry")
-    if strict:
+    if mode == "strict":
         return SandboxedWorkflowRunner(restrictions=restrictions)
     return SandboxedWorkflowRunner(restrictions=restrictions.with_passthrough_modules("workflows"))
 
@@ -161,9 +177,10 @@ def build_worker(
     client: Client,
     task_queue: str,
     activities: CaseActivities,
-    strict_sandbox: bool = False,
+    sandbox: str | None = None,
     **options: Any,
 ) -> Worker:
+    """The cases' worker; `sandbox` as in sandbox_mode (unset: the environment's)."""
     if (slots := activity_slots()) is not None:
         options.setdefault("max_concurrent_activities", slots)
     if (cached := cached_cases()) is not None:
@@ -181,7 +198,7 @@ def build_worker(
             activities.read_clock,
             activities.check_proof,
         ],
-        workflow_runner=workflow_runner(strict_sandbox),
+        workflow_runner=workflow_runner(sandbox or sandbox_mode()),
         **options,
     )
 
@@ -319,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         links = Links.from_env(Path(args.data_dir) if args.dev else None)
         OidcConfig.from_env()  # all three variables or none
         masters = MasterKeys.from_env(Path(args.data_dir) if args.dev else None)
+        sandbox_mode(), activity_slots(), cached_cases(), sticky_timeout()  # refused at start
     except ValueError as err:
         raise SystemExit(f"configuration error: {err}") from None
     if args.dev:

@@ -288,13 +288,13 @@ class Desk:
         return self.env.client
 
     @asynccontextmanager
-    async def worker(self, strict_sandbox: bool = True) -> AsyncIterator[Worker]:
+    async def worker(self, sandbox: str = "strict") -> AsyncIterator[Worker]:
         """Run the worker; on the way out end this desk's open cases while it still runs, so
         no activity is left in flight to hold the time-skipping server's clock."""
         relay = asyncio.create_task(self.relay.run())
         try:
             async with build_worker(
-                self.client, self.task_queue, self.activities, strict_sandbox
+                self.client, self.task_queue, self.activities, sandbox
             ) as worker:
                 try:
                     yield worker

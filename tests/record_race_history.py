@@ -90,7 +90,7 @@ async def main(case_id: str) -> None:
                         workflows=[EscalationCase],
                         activities=[acts.read_clock, acts.check_proof],
                         no_remote_activities=True,
-                        workflow_runner=workflow_runner(True),
+                        workflow_runner=workflow_runner("strict"),
                         sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
                     )
 

@@ -19,12 +19,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities import health
 from activities.case_activities import CaseActivities
 from activities.channels import Channels, MemorySender
 from activities.records import MessageRow, Records
-from worker import activity_slots, build_worker, cached_cases, sticky_timeout
+from worker import activity_slots, build_worker, cached_cases, sandbox_mode, sticky_timeout
 from workflows.policy import Policy
 
 from .conftest import (
@@ -303,7 +305,15 @@ def test_worker_knobs_take_positive_numbers_and_name_the_variable_otherwise(
     monkeypatch.delenv("ESCALATION_STICKY_SECONDS", raising=False)
     monkeypatch.delenv("ESCALATION_MAX_ACTIVITIES", raising=False)
     monkeypatch.delenv("ESCALATION_CACHED_CASES", raising=False)
+    monkeypatch.delenv("ESCALATION_WORKFLOW_SANDBOX", raising=False)
     assert activity_slots() is None and cached_cases() is None  # the SDK's defaults
+    assert sandbox_mode() == "off"  # CI runs the cases in the strict sandbox
+    for mode in ("on", "strict", "off"):
+        monkeypatch.setenv("ESCALATION_WORKFLOW_SANDBOX", mode)
+        assert sandbox_mode() == mode
+    monkeypatch.setenv("ESCALATION_WORKFLOW_SANDBOX", "yes")
+    with pytest.raises(ValueError, match="ESCALATION_WORKFLOW_SANDBOX: one of off, on, strict"):
+        sandbox_mode()
     assert sticky_timeout() == timedelta(seconds=30)  # the desk's: a herd stays on its worker
     monkeypatch.setenv("ESCALATION_STICKY_SECONDS", "10")
     monkeypatch.setenv("ESCALATION_MAX_ACTIVITIES", "10")
@@ -328,9 +338,14 @@ async def test_the_worker_is_built_with_the_operators_knobs(
     monkeypatch.setenv("ESCALATION_STICKY_SECONDS", "12.5")
     monkeypatch.setenv("ESCALATION_MAX_ACTIVITIES", "10")
     monkeypatch.setenv("ESCALATION_CACHED_CASES", "5000")
+    monkeypatch.setenv("ESCALATION_WORKFLOW_SANDBOX", "on")
     records = Records.from_url(f"sqlite:///{tmp_path}/r.db")
     acts = CaseActivities(records, Channels({"log": MemorySender()}), lambda: policy)
     config = build_worker(dev_env.client, f"knobs-{uuid.uuid4().hex[:6]}", acts).config()
+    assert isinstance(config.get("workflow_runner"), SandboxedWorkflowRunner)
+    monkeypatch.delenv("ESCALATION_WORKFLOW_SANDBOX")
+    config = build_worker(dev_env.client, f"knobs-{uuid.uuid4().hex[:6]}", acts).config()
+    assert isinstance(config.get("workflow_runner"), UnsandboxedWorkflowRunner)
     assert config.get("max_cached_workflows") == 5000
     assert config.get("max_concurrent_activities") == 10
     assert config.get("sticky_queue_schedule_to_start_timeout") == timedelta(seconds=12.5)

@@ -32,21 +32,26 @@ def test_histories_are_kept() -> None:
     assert HISTORIES, "no recorded histories under tests/histories"
 
 
-async def replay(stem: str, events: list[dict[str, Any]]) -> Exception | None:
+async def replay(
+    stem: str, events: list[dict[str, Any]], sandbox: str = "strict"
+) -> Exception | None:
+    """Replayed in the strict sandbox (a non-deterministic call fails), or as the worker
+    runs the cases (`off`, ESCALATION_WORKFLOW_SANDBOX's default)."""
     replayer = Replayer(
         workflows=[EscalationCase],
         data_converter=pydantic_data_converter,
-        workflow_runner=workflow_runner(strict=True),
+        workflow_runner=workflow_runner(sandbox),
     )
     history = WorkflowHistory.from_json(stem, {"events": events})
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     return result.replay_failure
 
 
+@pytest.mark.parametrize("sandbox", ["strict", "off"])
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
-async def test_history_replays(path: Path) -> None:
-    # the stem is the workflow id; the worker's own sandbox runner, module re-imported
-    assert await replay(path.stem, json.loads(TEXTS[path])["events"]) is None
+async def test_history_replays(path: Path, sandbox: str) -> None:
+    # the stem is the workflow id
+    assert await replay(path.stem, json.loads(TEXTS[path])["events"], sandbox) is None
 
 
 def patches_in(text: str) -> set[str]:
