@@ -1,7 +1,7 @@
 """The case's one pending timer (since case-v5). A timer is a billed action, so it is kept
 while it would ring no later than the next deadline: a deadline that moves later (an
-acknowledged case's next one is its resolve warning) sets no new timer until this one rings,
-and one that moves earlier replaces it. A ring before anything is due costs a workflow task,
+acknowledgement moves it past the ack warning) sets no new timer until this one rings, and
+one that moves earlier replaces it. A ring before anything is due costs a workflow task,
 which is not billed."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -140,7 +140,8 @@ class EscalationCase(CaseOpening, MessageIntake):
         s = self._case
         self._recorder_stop = False  # a reopened or continued case runs it again
         recorder = asyncio.create_task(self._recorder())
-        alarm, floor = Alarm(), workflow.now()  # floor: the time the last stale ring was set for
+        alarm = Alarm()
+        floor: datetime | None = None  # the instant a stale ring was set for (since case-v5)
         while True:
             if s.needs_assign:
                 await workflow.wait_condition(lambda: not self._recording)
@@ -152,7 +153,7 @@ class EscalationCase(CaseOpening, MessageIntake):
                 await self._continue_as_new(recorder)
             due = decisions.next_due(s)
             seen = self._mutations
-            now = max(workflow.now(), floor)
+            now = workflow.now() if floor is None else max(workflow.now(), floor)
             wait = (due.at - now).total_seconds()
             if wait > 0:
                 if self._v5():
