@@ -18,6 +18,13 @@ class Alarm:
     def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
         self.at: datetime | None = None  # when the pending (or the last) timer rings
+        self._rang_at: datetime | None = None  # the instant the last ring was set for
+
+    def now(self) -> datetime:
+        """The case's time: the task's, or the instant the last ring was set for when that is
+        later (a fired timer's task can carry the previous task's time)."""
+        now = workflow.now()
+        return now if self._rang_at is None else max(now, self._rang_at)
 
     def set(self, due: Due, now: datetime) -> None:
         """A timer for `due`, unless the pending one rings no later."""
@@ -39,7 +46,7 @@ class Alarm:
     def took(self) -> datetime:
         """Clear a ring; the time it was set for (the real time is at least that)."""
         assert self.at is not None and self.rang
-        self._task = None
+        self._task, self._rang_at = None, self.at
         return self.at
 
     def cancel(self) -> None:

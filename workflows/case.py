@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -140,8 +140,7 @@ class EscalationCase(CaseOpening, MessageIntake):
         s = self._case
         self._recorder_stop = False  # a reopened or continued case runs it again
         recorder = asyncio.create_task(self._recorder())
-        alarm = Alarm()
-        floor: datetime | None = None  # the instant a stale ring was set for (since case-v5)
+        alarm = Alarm()  # since case-v5; until it rings, its time is the task's
         while True:
             if s.needs_assign:
                 await workflow.wait_condition(lambda: not self._recording)
@@ -153,7 +152,7 @@ class EscalationCase(CaseOpening, MessageIntake):
                 await self._continue_as_new(recorder)
             due = decisions.next_due(s)
             seen = self._mutations
-            now = workflow.now() if floor is None else max(workflow.now(), floor)
+            now = alarm.now()
             wait = (due.at - now).total_seconds()
             if wait > 0:
                 if self._v5():
@@ -163,7 +162,6 @@ class EscalationCase(CaseOpening, MessageIntake):
                         continue
                     rang_for, due = alarm.took(), decisions.next_due(s)
                     if due.at > rang_for:  # set for a deadline that has since moved later
-                        floor = rang_for  # this task's time may be the last one's
                         continue
                 else:
                     try:
