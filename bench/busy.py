@@ -22,10 +22,9 @@ from temporalio.client import Client
 
 from activities.records import MessageRow, Records
 from bench.drivers import case_json, retrying
-from bench.processes import start_worker
+from bench.processes import BENCH_POLICY, probe_policy, start_worker
 from bench.report import Report, percentile
 from bench.workloads import (
-    BENCH_POLICY,
     assigned_in_records,
     breach_lateness,
     first_lines,
@@ -50,12 +49,12 @@ async def open_one(desk: CaseClient, cid: str, i: int, severity: str) -> None:
 
 
 async def flood(
-    report: Report, client: Client, address: str, db_url: str, n: int, probes: int
+    report: Report, client: Client, address: str, db_url: str, n: int, probes: int, ack: int
 ) -> None:
-    """`probes` critical cases reach their 30 s acknowledgement deadline while `n` new cases
-    are being opened as fast as the client can."""
+    """`probes` critical cases reach their acknowledgement deadline (`ack` s; 30 in the full
+    run) while `n` new cases are being opened as fast as the client can."""
     tq = f"flood-{uuid.uuid4().hex[:6]}"
-    worker = start_worker("case", address, tq, db_url, BENCH_POLICY)
+    worker = start_worker("case", address, tq, db_url, probe_policy(ack))
     desk = CaseClient(client, tq)
     run = uuid.uuid4().hex[:6]
     probe_ids = [f"F{run}-probe-{i}" for i in range(probes)]
@@ -64,7 +63,7 @@ async def flood(
         await gather_limited(
             [desk.open(case_json(c, i, "critical", f"fp-{c}")) for i, c in enumerate(probe_ids)]
         )
-        await settle_all(desk, probe_ids)  # their deadlines: 30 s from now
+        await settle_all(desk, probe_ids)  # their deadlines: `ack` s from now
         started = asyncio.get_running_loop().time()
         await gather_limited([open_one(desk, c, i, "low") for i, c in enumerate(flood_ids)], 200)
         opened_s = asyncio.get_running_loop().time() - started

@@ -47,6 +47,7 @@ class Proc:
                 self.popen.kill()
 
 
+BENCH_POLICY = Path(__file__).with_name("policy.toml")
 BENCH_SECRET = "benchmark-secret-0123456789"
 BENCH_MASTER = bytes(range(32))  # the benchmark's master key (its cases are throwaway)
 
@@ -62,6 +63,14 @@ def windowed_policy(window: str = "3s") -> Path:
     same commands as the bundled 7 days, in seconds."""
     each = ", ".join(f'{s} = "{window}"' for s in get_args(Severity))
     return _bundled_with_window(f"reopen_window = {{ {each} }}", "escalation-bench-windowed.toml")
+
+
+def probe_policy(ack: int) -> Path:
+    """The benchmark policy with `ack` seconds for a critical case to be acknowledged (30 in
+    the file): the small run's probes fall due sooner, the same commands either way."""
+    path = Path(tempfile.gettempdir()) / f"escalation-bench-probe-{ack}s.toml"
+    path.write_text(BENCH_POLICY.read_text().replace('critical = "30s"', f'critical = "{ack}s"'))
+    return path
 
 
 def _bundled_with_window(line: str, name: str) -> Path:

@@ -109,19 +109,22 @@ async def main_async(small: bool) -> Report:
                 for proc in (case_worker, plain_worker, base_worker, observed_worker):
                     proc.stop()
         print("escalation timer precision")
+        ack = 10 if small else 30  # a critical case's, in seconds: the small run waits less
         await timer_precision(
-            report, sealed, address, db_url, 50 if small else 1000, 10 if small else 100
+            report, sealed, address, db_url, 50 if small else 1000, 10 if small else 100, ack
         )
         print("a flood of new cases while critical deadlines fall")
-        await flood(report, sealed, address, db_url, 200 if small else 3000, 5 if small else 20)
+        await flood(
+            report, sealed, address, db_url, 200 if small else 3000, 5 if small else 20, ack
+        )
         print("a herd of business-hours deadlines in one second, and a bare herd")
         if small:
-            await herd(report, sealed, address, db_url, 100, lead=25, ack=20)
+            await herd(report, sealed, address, db_url, 100, lead=12, ack=8)
         else:
             await herd(report, sealed, address, db_url, 1000, lead=150, ack=60)
         herd_base = start_worker("baseline", address, base_tq, db_url)
         try:
-            await bare_herd(report, client, base_tq, 100 if small else 1000, 10 if small else 40)
+            await bare_herd(report, client, base_tq, 100 if small else 1000, 5 if small else 40)
         finally:
             herd_base.stop()
         print("parked cases")
@@ -130,7 +133,16 @@ async def main_async(small: bool) -> Report:
             print("console pages")
             await console_latency(report, address, db_url, wids, 10 if small else 50)
 
-        await parked(report, client, sealed, address, db_url, 100 if small else 2000, console)
+        await parked(
+            report,
+            client,
+            sealed,
+            address,
+            db_url,
+            100 if small else 2000,
+            console,
+            5 if small else 20,
+        )
         print("worker killed under load")
         await kill_one(report, sealed, address, db_url, 20 if small else 200)
         # last on the server: the 10,000 cases it leaves there (closed) slowed the herd after

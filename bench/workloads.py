@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -26,12 +25,10 @@ from bench.drivers import (
     retrying,
     run_all,
 )
-from bench.processes import BENCH_SECRET, start_worker, windowed_policy
+from bench.processes import BENCH_SECRET, probe_policy, start_worker, windowed_policy
 from bench.report import Report, percentile
 from starter.api import CaseClient, with_proof
 from workflows.models import CaseStatus, MessageResult
-
-BENCH_POLICY = Path(__file__).with_name("policy.toml")
 
 
 async def throughput(
@@ -142,16 +139,16 @@ async def update_latency(
 
 
 async def timer_precision(
-    report: Report, client: Client, address: str, db_url: str, n: int, probes: int
+    report: Report, client: Client, address: str, db_url: str, n: int, probes: int, ack: int
 ) -> None:
     """How late an SLA escalation fires with n cases open on the worker.
 
     n low-severity cases park on hours-long timers; then `probes` critical cases start at
-    5 a second, each escalating 30 s after assignment (bench/policy.toml). Lateness is the
-    time between a probe's ack deadline and the moment its breach was handled.
+    5 a second, each escalating `ack` s after assignment (bench/policy.toml: 30). Lateness is
+    the time between a probe's ack deadline and the moment its breach was handled.
     """
     tq = f"timers-{uuid.uuid4().hex[:6]}"
-    worker = start_worker("case", address, tq, db_url, BENCH_POLICY)
+    worker = start_worker("case", address, tq, db_url, probe_policy(ack))
     desk = CaseClient(client, tq)
     run = uuid.uuid4().hex[:6]
     parked = [f"P{run}-bg-{i}" for i in range(n)]
@@ -168,7 +165,7 @@ async def timer_precision(
             await desk.open(case_json(cid, i, "critical", f"probe-{cid}"))
             await asyncio.sleep(0.2)
 
-        await asyncio.sleep(30)
+        await asyncio.sleep(ack)
         lateness = await breach_lateness(desk, probe_ids, db_url, within=120)
         await terminate_all(client, [f"case-{c}" for c in parked + probe_ids])
     finally:
@@ -337,6 +334,7 @@ async def parked(
     db_url: str,
     n: int,
     while_parked: Callable[[list[str]], Awaitable[None]] | None = None,
+    idle_window: float = 20,
 ) -> None:
     """RSS and idle CPU of a worker holding n cases parked on SLA timers (encrypted, and
     plain), vs the baseline; then `while_parked` (the console's renders) runs against the
@@ -359,7 +357,7 @@ async def parked(
             await asyncio.sleep(5)  # let the last tasks settle
             rss1 = worker.rss_bytes()
             cpu0, t0 = worker.cpu_seconds(), time.monotonic()
-            await asyncio.sleep(20)
+            await asyncio.sleep(idle_window)
             idle_pct = 100 * (worker.cpu_seconds() - cpu0) / (time.monotonic() - t0)
             out[name] = {
                 "rss_idle_mb": round(rss0 / 2**20, 1),
