@@ -29,6 +29,7 @@ from activities.records import (
     ReportRow,
     TimelineRow,
     approver_list,
+    table_of,
     timeline_row,
     upsert_for,
 )
@@ -102,78 +103,103 @@ class CaseActivities:
     async def open_case(self, req: OpenCaseRequest) -> CustomerContext:
         """Create the case row (or take over an unfinished one) and read the customer's history."""
         policy = self.policy()
+        async with self.records.transaction() as s:
+            ctx, keep = await self._open(s, req, policy)
+        if keep:  # committed
+            self._kept_policies.add(policy.version)
+        return ctx
+
+    async def _open(
+        self, s: AsyncSession, req: OpenCaseRequest, policy: Policy
+    ) -> tuple[CustomerContext, bool]:
+        """open_case's writes and reads in `s`; and whether it kept the policy version."""
         case = req.case
         window_start = req.opened_at - timedelta(seconds=policy.severity_raise.repeat_window)
-        async with self.records.transaction() as s:
+        fresh = {
+            "case_id": case.case_id,
+            "workflow_id": req.workflow_id,
+            "run_id": req.run_id,
+            "step": 0,
+            "customer_id": case.customer.id,
+            "customer_name": case.customer.name,
+            "customer_vip": case.customer.vip,
+            "subject": case.subject,
+            "category": case.category,
+            "channel": case.channel,
+            "severity": case.severity,
+            "reported_severity": case.severity,
+            "stage": "identify",
+            "sla_breached": False,
+            "opened_at": req.opened_at,
+            "policy_version": policy.version,
+        }
+        cases = table_of(CaseRow)
+        insert = (
+            upsert_for(s)(cases).values(fresh).on_conflict_do_nothing(index_elements=["case_id"])
+        )
+        if await s.scalar(insert.returning(cases.c.case_id)) is None:  # a retry, or the id again
             row = await s.get(CaseRow, case.case_id)
-            if row is not None and row.closed_at is not None and row.run_id != req.run_id:
+            assert row is not None
+            if row.closed_at is not None and row.run_id != req.run_id:
                 raise ApplicationError(
                     f"case_id: case {case.case_id} was closed at {row.closed_at.isoformat()}; "
                     "open a new case id instead",
                     type="CaseClosed",
                     non_retryable=True,
                 )
-            if row is None:
-                s.add(
-                    CaseRow(
-                        case_id=case.case_id,
-                        workflow_id=req.workflow_id,
-                        run_id=req.run_id,
-                        step=0,
-                        customer_id=case.customer.id,
-                        customer_name=case.customer.name,
-                        customer_vip=case.customer.vip,
-                        subject=case.subject,
-                        category=case.category,
-                        channel=case.channel,
-                        severity=case.severity,
-                        reported_severity=case.severity,
-                        stage="identify",
-                        sla_breached=False,
-                        opened_at=req.opened_at,
-                        policy_version=policy.version,
-                    )
-                )
-            elif row.run_id != req.run_id:
+            if row.run_id != req.run_id:
                 row.run_id, row.step, row.stage = req.run_id, 0, "identify"
-            keep = policy.version not in self._kept_policies
-            if keep:
-                await self._keep_policy(s, policy, req.opened_at)
-            others = CaseRow.customer_id == case.customer.id, CaseRow.case_id != case.case_id
-            recent = (
-                await s.scalars(
-                    select(CaseRow.case_id)
-                    # none opened after this one: a retry of open_and_assign reads the same
-                    .where(*others, CaseRow.opened_at.between(window_start, req.opened_at))
-                    .order_by(CaseRow.opened_at.desc())
-                    .limit(50)
-                )
-            ).all()
-            open_count = await s.scalar(
-                select(func.count())
-                .select_from(CaseRow)
-                .where(*others, CaseRow.closed_at.is_(None))
+        keep = policy.version not in self._kept_policies
+        if keep:
+            await self._keep_policy(s, policy, req.opened_at)
+        others = CaseRow.customer_id == case.customer.id, CaseRow.case_id != case.case_id
+        recent = (
+            await s.scalars(
+                select(CaseRow.case_id)
+                # none opened after this one: a retry of open_and_assign reads the same
+                .where(*others, CaseRow.opened_at.between(window_start, req.opened_at))
+                .order_by(CaseRow.opened_at.desc())
+                .limit(50)
             )
-        if keep:  # committed
-            self._kept_policies.add(policy.version)
-        return CustomerContext(
+        ).all()
+        open_count = await s.scalar(
+            select(func.count()).select_from(CaseRow).where(*others, CaseRow.closed_at.is_(None))
+        )
+        context = CustomerContext(
             policy=policy,
             recent_cases=len(recent),
             open_cases=int(open_count or 0),
             recent_case_ids=list(recent),
         )
+        return context, keep
 
     @activity.defn(name="open_and_assign")
     async def open_and_assign(self, req: OpenCaseRequest) -> OpenedCase:
         """A new case's first step in one activity: open it, identify it as the case will
-        (the same pure code) and assign it. A retry finds both rows by their keys."""
-        ctx = await self.open_case(req)
-        assigned = await self.assign_case(transitions.first_assignment(req, ctx))
+        (the same pure code) and assign it, in one transaction. A retry finds both rows by
+        their keys."""
+        policy = self.policy()
+        async with self.records.transaction() as s:
+            ctx, keep = await self._open(s, req, policy)
+            assigned, new = await self._assign(s, transitions.first_assignment(req, ctx))
+        if keep:  # committed
+            self._kept_policies.add(policy.version)
+        self._hand_off(new)
         return OpenedCase(context=ctx, assigned=assigned)
 
     @activity.defn(name="assign_case")
     async def assign_case(self, req: AssignRequest) -> AssignResult:
         """Pick the least-loaded candidate (round-robin on ties), record it and tell them."""
+        async with self.records.transaction() as s:
+            assigned, new = await self._assign(s, req)
+        self._hand_off(new)
+        return assigned
+
+    async def _assign(
+        self, s: AsyncSession, req: AssignRequest
+    ) -> tuple[AssignResult, list[dict[str, object]]]:
+        """assign_case's writes in `s`; and the message rows to hand to the relay once
+        committed."""
         t = req.transition
         snap = t.snapshot
         eligible = candidates(req.people, req.skill, req.timezone, _now(), req.exclude)
@@ -181,58 +207,61 @@ class CaseActivities:
             raise ApplicationError(
                 f"nobody works tier {snap.tier} of {snap.department}", type="NoCandidates"
             )
-        async with self.records.transaction() as s:
-            earlier = await s.scalar(select(AssignmentRow).where(AssignmentRow.key == t.key))
-            if earlier is None:
-                ids = [c.id for c in eligible]
-                loads, last = await _loads(s, ids, snap.case_id)
-                chosen = req.prefer if req.prefer in ids else pick_assignee(ids, loads, last)
-                earlier = AssignmentRow(
-                    key=t.key,
-                    case_id=snap.case_id,
-                    person_id=chosen,
-                    tier=snap.tier or 0,
-                    department=snap.department or "",
-                    open_load=loads.get(chosen, 0),
-                    assigned_at=_now(),
-                )
-                s.add(earlier)
-            person = next(c for c in req.people if c.id == earlier.person_id)
-            entry = TimelineEntry(
-                seq=req.assigned_seq,
-                at=earlier.assigned_at,
-                what="assigned",
-                by=None,
-                tier=snap.tier,
-                details=(
-                    f"{person.name} ({person.id}), {req.tier_name}, {req.department_name}; "
-                    f"{earlier.open_load} other open cases"
-                ),
-            )
-            snap = snap.model_copy(
-                update={
-                    "assignee": person.id,
-                    "stage": "resolve",
-                    "acknowledged": False,
-                    "ack_by": req.ack_by,
-                    "resolve_by": req.resolve_by,
-                }
-            )
-            notice = OutboundMessage(
-                key=f"{t.key}:assigned",
-                channel="internal",
-                recipient=person.id,
-                address=person.email,
-                template="assigned",
-                facts={
-                    "person": person.id,
-                    "tier_name": req.tier_name,
-                    "department_name": req.department_name,
-                },
-            )
-            new = await self._write(s, snap, [*t.timeline, entry], [*t.messages, notice], t)
-        self._hand_off(new)
-        return AssignResult(assignee=person.id, entry=entry)
+        table = table_of(AssignmentRow)
+        kept = select(table.c.person_id, table.c.open_load, table.c.assigned_at)
+        found = (await s.execute(kept.where(table.c.key == t.key))).first()
+        if found is not None:  # a retry: as it was chosen then
+            person_id, open_load, assigned_at = found
+        else:
+            ids = [c.id for c in eligible]
+            loads, last = await _loads(s, ids, snap.case_id)
+            chosen = req.prefer if req.prefer in ids else pick_assignee(ids, loads, last)
+            row = {
+                "key": t.key,
+                "case_id": snap.case_id,
+                "person_id": chosen,
+                "tier": snap.tier or 0,
+                "department": snap.department or "",
+                "open_load": loads.get(chosen, 0),
+                "assigned_at": _now(),
+            }
+            await s.execute(table.insert(), [row])
+            person_id, open_load, assigned_at = chosen, loads.get(chosen, 0), row["assigned_at"]
+        person = next(c for c in req.people if c.id == person_id)
+        entry = TimelineEntry(
+            seq=req.assigned_seq,
+            at=assigned_at,
+            what="assigned",
+            by=None,
+            tier=snap.tier,
+            details=(
+                f"{person.name} ({person.id}), {req.tier_name}, {req.department_name}; "
+                f"{open_load} other open cases"
+            ),
+        )
+        snap = snap.model_copy(
+            update={
+                "assignee": person.id,
+                "stage": "resolve",
+                "acknowledged": False,
+                "ack_by": req.ack_by,
+                "resolve_by": req.resolve_by,
+            }
+        )
+        notice = OutboundMessage(
+            key=f"{t.key}:assigned",
+            channel="internal",
+            recipient=person.id,
+            address=person.email,
+            template="assigned",
+            facts={
+                "person": person.id,
+                "tier_name": req.tier_name,
+                "department_name": req.department_name,
+            },
+        )
+        new = await self._write(s, snap, [*t.timeline, entry], [*t.messages, notice], t)
+        return AssignResult(assignee=person.id, entry=entry), new
 
     @activity.defn(name="record_transition")
     async def record_transition(self, t: Transition) -> None:
@@ -350,10 +379,11 @@ class CaseActivities:
         columns = {c for row in rows for c in row}
         rows = [{c: row.get(c) for c in columns} for row in rows]  # one shape for a batch
         # the rows as parameters of one constant statement: it compiles once per process
-        # (rows in .values() made a new statement, compiled on every call)
-        insert = upsert_for(s)
-        stmt = insert(table).on_conflict_do_nothing(index_elements=["key"])
-        keys = set((await s.scalars(stmt.returning(table.key), rows)).all())
+        # (rows in .values() made a new statement, compiled on every call); on the table,
+        # not the ORM entity, which split a batch by the columns its rows leave empty
+        target = table_of(table)
+        stmt = upsert_for(s)(target).on_conflict_do_nothing(index_elements=["key"])
+        keys = set((await s.scalars(stmt.returning(target.c.key), rows)).all())
         return [row for row in rows if row["key"] in keys]
 
     def _deliveries(

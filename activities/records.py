@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -68,6 +69,12 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     pass
+
+
+def table_of(entity: type[Base]) -> Table:
+    """An entity's table, for Core statements: no unit of work, no identity map, and a batch
+    of rows is one statement whatever columns some of them leave empty."""
+    return cast(Table, entity.__table__)
 
 
 class CaseRow(Base):
@@ -124,7 +131,7 @@ class TimelineRow(Base):
     details: Mapped[str] = mapped_column(Text, default="")
     via: Mapped[str | None] = mapped_column(String(10))  # which way a person's message came
     # a person's act as the policy simulator replays it (workflows/acts.py; migration 0006)
-    act: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    act: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class MessageRow(Base):
@@ -147,7 +154,9 @@ class MessageRow(Base):
     target: Mapped[str | None] = mapped_column(Text)  # an Apprise or webhook URL
     html: Mapped[str | None] = mapped_column(Text)
     short: Mapped[str | None] = mapped_column(Text)
-    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a webhook's event
+    payload: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True)
+    )  # a webhook's event
     status: Mapped[str] = mapped_column(String(10), default="queued")  # queued|sent|failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     reason: Mapped[str | None] = mapped_column(Text)

@@ -27,13 +27,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activities import metrics, tracing
 from activities.channels import SEND_TIMEOUT, Channels, Delivery, Permanent, Transient
-from activities.records import MessageRow, Records, TimelineRow
+from activities.records import MessageRow, Records, TimelineRow, table_of
 
 log = logging.getLogger("escalation_desk.relay")
 
@@ -107,13 +107,24 @@ class Relay:
         self._done: list[tuple[Delivery, str, str | None, datetime]] = []
         self._flushing = False
         self._stopping = False
-        self._sleep = poll  # with nothing due (set by each claim)
+        # when to claim from the records next (the loop's clock): at once on a wake-up, else
+        # when a claim found the next retry or lease end due, or a send here was put off
+        self._claim_at = 0.0
         self._handed: deque[Delivery] = deque()
         self._running = False
 
     def wake(self) -> None:
         """Something was queued: look now instead of at the next poll."""
+        self._claim_at = 0.0
         self._wake.set()
+
+    def _claim_by(self, delay: float) -> None:
+        """Claim again within `delay` seconds (a retry put off, a lease left to run out)."""
+        self._claim_at = min(self._claim_at, self._clock() + max(0.0, delay) + 0.01)
+
+    @staticmethod
+    def _clock() -> float:
+        return asyncio.get_running_loop().time()
 
     def handoff(self, deliveries: list[Delivery]) -> None:
         """Rows an activity just wrote, already leased to this relay: sent at once, without a
@@ -143,6 +154,8 @@ class Relay:
             d = self._handed.popleft()
             if d.leased_until is None or d.leased_until > margin:
                 taken.append(d)
+            else:  # left to a claim once its lease has run out
+                self._claim_by((d.leased_until - _now()).total_seconds())
         return taken
 
     def stop(self) -> None:
@@ -164,10 +177,11 @@ class Relay:
                 claimed: list[Delivery] = []
                 try:
                     await self._flush()
-                    if room > len(handed) and not self._handed:
+                    # handed-off rows need no claim: only a wake-up or a due retry or lease
+                    if room > len(handed) and not self._handed and self._clock() >= self._claim_at:
                         claimed = await self._claim(room - len(handed))
                 except (SQLAlchemyError, OSError) as err:  # the records are away: try later
-                    self._sleep = min(self.poll, 1.0)
+                    self._claim_at = self._clock() + min(self.poll, 1.0)
                     task = asyncio.current_task()
                     if task is not None and task.cancelling():
                         # a cancel that landed in the driver comes back wrapped: stop anyway
@@ -181,7 +195,8 @@ class Relay:
                     await self._wake.wait()
                 else:  # nothing more is due now
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self._sleep)
+                        wait = max(0.0, self._claim_at - self._clock())
+                        await asyncio.wait_for(self._wake.wait(), wait)
         finally:
             self._running = False
             for task in list(self._inflight):
@@ -250,7 +265,9 @@ class Relay:
             )
             claimed = [_delivery(r) for r in rows.all()]
             if len(claimed) < limit:  # all that is due: when is the next, in this transaction
-                self._sleep = await self._soonest(s, now)
+                self._claim_at = self._clock() + await self._soonest(s, now)
+            else:  # more may be due: claim again on the next turn
+                self._claim_at = 0.0
             return claimed
 
     async def _send(self, d: Delivery) -> None:
@@ -268,7 +285,7 @@ class Relay:
                     extra={"case_id": d.case_id},
                 )
         self._done.append((d, outcome, reason, _now()))
-        self.wake()
+        self._wake.set()  # to record it; no claim for that
 
     async def _attempt(self, d: Delivery) -> tuple[str, str | None]:
         sender = self.channels.senders.get(d.medium)
@@ -327,14 +344,26 @@ class Relay:
         now: datetime,
         failed: list[tuple[Delivery, str]],
     ) -> None:
+        sent = [
+            {"k": d.key, "at": answered} for d, outcome, _, answered in done if outcome == "sent"
+        ]
         async with self.records.transaction() as s:
-            for d, outcome, reason, answered in done:
-                values: dict[str, object] = {"lease_until": None, "reason": reason}
+            if sent:  # one statement for them all, the time each channel accepted its message
+                table = table_of(MessageRow)
+                await s.execute(
+                    update(table)
+                    .where(table.c.key == bindparam("k"), table.c.status == "queued")
+                    .values(status="sent", sent_at=bindparam("at"), reason=None, lease_until=None),
+                    sent,
+                )
+            for d, outcome, reason, _ in done:
                 if outcome == "sent":
-                    values.update(status="sent", sent_at=answered)  # the channel's acceptance
-                elif outcome == "retry" and d.attempts < self.max_attempts:
+                    continue
+                values: dict[str, object] = {"lease_until": None, "reason": reason}
+                if outcome == "retry" and d.attempts < self.max_attempts:
                     backoff = min(self.first_backoff * 2 ** (d.attempts - 1), self.max_backoff)
                     values["next_attempt_at"] = now + timedelta(seconds=backoff)
+                    self._claim_by(backoff)
                     log.warning(
                         "%s to %s: %s (retry in %.1fs)", d.medium, d.address, reason, backoff
                     )

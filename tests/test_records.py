@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from temporalio.exceptions import ApplicationError
 
 from activities.case_activities import CaseActivities
@@ -231,6 +231,50 @@ async def test_handed_off_messages_go_out_while_the_records_are_held(
         await task
     assert [m.subject for m in notifier.sent] == ["step 1", "step 2"]
     assert await count(any_records, MessageRow, MessageRow.sent_at.is_(None)) == 0
+
+
+async def test_handed_off_messages_are_sent_and_recorded_without_a_claim(
+    any_records: Records, policy: Policy
+) -> None:
+    """A claim is a write transaction (SQLite's one writer): the relay claims at start, on a
+    wake-up and when a retry or a lease falls due, never for what was handed to it."""
+    notifier = MemorySender()
+    collected = Collected()
+    acts = CaseActivities(
+        any_records, Channels({"log": notifier}), lambda: policy, handoff=collected
+    )
+    await open_case(acts, "C-1")
+    for step in (1, 2, 3):
+        await acts.record_transition(transition("C-1", step, [f"line {step}"]))
+    claims: list[str] = []
+
+    def seen(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE messages SET attempts="):
+            claims.append(statement)
+
+    event.listen(any_records.engine.sync_engine, "before_cursor_execute", seen)
+    relay = Relay(any_records, acts.channels, poll=120)
+    task = asyncio.create_task(relay.run())
+    try:
+        await until(lambda: _claimed(claims, 1), "the claim at start", within=5)
+        for d in collected.rows:
+            relay.handoff([d])
+            await until(_sent(notifier, len(notifier.sent) + 1), "a send", within=5)
+
+        async def recorded() -> bool:
+            return await count(any_records, MessageRow, MessageRow.sent_at.is_(None)) == 0
+
+        await until(recorded, "every send recorded", within=10)
+    finally:
+        relay.stop()
+        await task
+        event.remove(any_records.engine.sync_engine, "before_cursor_execute", seen)
+    assert [m.subject for m in notifier.sent] == ["step 1", "step 2", "step 3"]
+    assert len(claims) == 1, f"{len(claims)} claims for 3 handed-off messages"
+
+
+async def _claimed(claims: list[str], n: int) -> bool:
+    return len(claims) >= n
 
 
 def _sent(notifier: MemorySender, n: int) -> Callable[[], Awaitable[bool]]:
