@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -66,6 +66,35 @@ WEBHOOK_EVENTS = {
     "approval rejected": "approval_decided",
     "resolved": "resolved",
 }
+
+
+# the case row as a snapshot leaves it: one statement built once (bound per call)
+_SNAPSHOT_COLUMNS = (
+    "run_id",
+    "step",
+    "severity",
+    "stage",
+    "tier",
+    "department",
+    "assignee",
+    "sla_breached",
+    "closed_at",
+    "outcome",
+    "ack_by",
+    "resolve_by",
+    "acknowledged",
+    "paused",
+    "warned",
+    "breaches",
+    "approval_due_by",
+    "reopen_until",
+)
+_CASES = table_of(CaseRow)
+_MOVE_FORWARD = (
+    update(_CASES)
+    .where(_CASES.c.case_id == bindparam("case"), _CASES.c.step < bindparam("step"))
+    .values({c: bindparam(c) for c in (*_SNAPSHOT_COLUMNS, "approvers")})
+)
 
 
 def _now() -> datetime:
@@ -286,29 +315,12 @@ class CaseActivities:
         """Returns the message rows this call inserted (none when a retry finds them)."""
         # The snapshot only moves forward: a late retry of an older step changes nothing.
         await s.execute(
-            update(CaseRow)
-            .where(CaseRow.case_id == snap.case_id, CaseRow.step < snap.step)
-            .values(
-                run_id=snap.run_id,
-                step=snap.step,
-                severity=snap.severity,
-                stage=snap.stage,
-                tier=snap.tier,
-                department=snap.department,
-                assignee=snap.assignee,
-                sla_breached=snap.sla_breached,
-                closed_at=snap.closed_at,
-                outcome=snap.outcome,
-                ack_by=snap.ack_by,
-                resolve_by=snap.resolve_by,
-                acknowledged=snap.acknowledged,
-                paused=snap.paused,
-                warned=snap.warned,
-                breaches=snap.breaches,
-                approvers=approver_list(snap.approvers),
-                approval_due_by=snap.approval_due_by,
-                reopen_until=snap.reopen_until,
-            )
+            _MOVE_FORWARD,
+            {
+                "case": snap.case_id,
+                **{c: getattr(snap, c) for c in _SNAPSHOT_COLUMNS},
+                "approvers": approver_list(snap.approvers),
+            },
         )
         now = _now()
         messages = [self.renderer.render(m, snap) for m in messages]
