@@ -167,17 +167,21 @@ class CaseActivities:
             upsert_for(s)(cases).values(fresh).on_conflict_do_nothing(index_elements=["case_id"])
         )
         if await s.scalar(insert.returning(cases.c.case_id)) is None:  # a retry, or the id again
-            row = await s.get(CaseRow, case.case_id)
-            assert row is not None
-            if row.closed_at is not None and row.run_id != req.run_id:
+            this = cases.c.case_id == case.case_id
+            closed_at, run_id = (
+                await s.execute(select(cases.c.closed_at, cases.c.run_id).where(this))
+            ).one()
+            if closed_at is not None and run_id != req.run_id:
                 raise ApplicationError(
-                    f"case_id: case {case.case_id} was closed at {row.closed_at.isoformat()}; "
+                    f"case_id: case {case.case_id} was closed at {closed_at.isoformat()}; "
                     "open a new case id instead",
                     type="CaseClosed",
                     non_retryable=True,
                 )
-            if row.run_id != req.run_id:
-                row.run_id, row.step, row.stage = req.run_id, 0, "identify"
+            if run_id != req.run_id:  # a run that ended unclosed (terminated): this one takes over
+                await s.execute(
+                    update(cases).where(this).values(run_id=req.run_id, step=0, stage="identify")
+                )
         keep = policy.version not in self._kept_policies
         if keep:
             await self._keep_policy(s, policy, req.opened_at)

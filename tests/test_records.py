@@ -436,6 +436,22 @@ async def test_a_new_case_is_opened_and_assigned_in_one_step_written_once(
     assert len(notifier.sent) == 2  # the customer's receipt and the assignee's page
 
 
+async def test_a_run_that_ended_unclosed_is_taken_over_by_the_next(
+    any_records: Records, policy: Policy
+) -> None:
+    """A case whose run ended without closing it (terminated) and is started again under the
+    same id: the new run takes the row over from step 0, and its assignment moves it on."""
+    acts, _ = activities(any_records, policy)
+    await open_case(acts, "C-4")
+    await acts.record_transition(transition("C-4", 5, ["escalated"], stage="resolve"))
+    _, req = opened("C-4")
+    again = await acts.open_and_assign(req.model_copy(update={"run_id": "run-2"}))
+    async with any_records.sessions() as s:
+        row = await s.get(CaseRow, "C-4")
+    assert row is not None and row.run_id == "run-2"
+    assert row.step == 1 and row.assignee == again.assigned.assignee
+
+
 def opened(case_id: str) -> tuple[Opening, OpenCaseRequest]:
     """A case as the workflow opens it, and its request to open and assign it."""
     opening = Opening()
