@@ -141,7 +141,8 @@ async def herd(
     `ack` business seconds to acknowledge: their deadlines fall in the same second."""
     now = datetime.now(UTC)
     start = (now + timedelta(seconds=lead)).replace(microsecond=0)
-    if start.date() != now.date() or start.hour >= 23:  # the business day must fit today
+    # the business day (start to 23:59:59) must hold the deadline and the minutes after it
+    if (start + timedelta(seconds=ack + 180)).date() != now.date():
         print("  herd: skipped (too close to midnight UTC for a business day today)")
         return
     tq = f"herd-{uuid.uuid4().hex[:6]}"
