@@ -8,6 +8,8 @@ on, and so do the other channels. The relay runs beside the worker and:
   turn at the records (marking, claiming) never holds them up;
 - claims due rows with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has one
   writer), so several workers share one outbox and a row is in one sender's hands at a time;
+  it claims at start, when woken, and when a retry or a lease it knows of falls due (what it
+  was handed needs no claim), else every `poll` seconds;
 - sends each on its own task; a channel's failures put only its own rows back with backoff;
 - marks a row `sent` once the channel accepted it (it is never offered to that channel
   again), or `failed` with the reason after a permanent refusal or too many attempts, and
