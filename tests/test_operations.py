@@ -26,6 +26,7 @@ from activities import health
 from activities.case_activities import CaseActivities
 from activities.channels import Channels, MemorySender
 from activities.records import MessageRow, Records
+from starter.api import CaseClient
 from worker import activity_slots, build_worker, cached_cases, sandbox_mode, sticky_timeout
 from workflows.policy import Policy
 
@@ -350,3 +351,19 @@ async def test_the_worker_is_built_with_the_operators_knobs(
     assert config.get("max_concurrent_activities") == 10
     assert config.get("sticky_queue_schedule_to_start_timeout") == timedelta(seconds=12.5)
     await records.close()
+
+
+async def test_a_case_waits_on_the_server_in_the_order_of_its_severity(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    """Opened through the API, a case carries the task-queue priority of its severity: when
+    tasks queue on the server, a critical case's are handed out first."""
+    desk = CaseClient(dev_env.client, f"prio-{uuid.uuid4().hex[:6]}")  # no worker: they wait
+    keys = {}
+    for severity in ("critical", "high", "medium", "low"):
+        cid = f"PR-{severity}-{uuid.uuid4().hex[:6]}"
+        opened = await desk.open(sample_case(cid, severity=severity))
+        described = await dev_env.client.get_workflow_handle(opened.workflow_id).describe()
+        keys[severity] = described.raw_description.workflow_execution_info.priority.priority_key
+        await desk.handle(cid).terminate("test over")
+    assert keys == {"critical": 1, "high": 2, "medium": 3, "low": 4}
