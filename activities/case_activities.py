@@ -3,8 +3,9 @@
 Each activity is one database transaction keyed by workflow id + run id + step, so a retry
 (after a timeout that did write, say) finds its earlier rows and writes nothing twice.
 Messages go to the outbox in the same transaction, rendered from the case's notices, one row
-per channel they leave by (mail or the log, the person's chat channels, a webhook per case
-event); the relay (activities/relay.py) delivers them, so no channel ever holds up a case.
+per channel they leave by (outbox_rows.py: mail or the log, the person's chat channels, a
+webhook per case event); the relay (relay.py) delivers them, so no channel ever holds up a
+case.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import tracing
 from activities.channels import Channels
+from activities.outbox_rows import message_rows, webhook_rows
 from activities.records import (
     AssignmentRow,
     CaseRow,
@@ -49,24 +51,7 @@ from workflows.activity_models import (
 )
 from workflows.models import TimelineEntry
 from workflows.policy import Policy
-from workflows.rules import candidates, find_person, pick_assignee
-
-# timeline lines that backends hear about, as Standard Webhooks event types
-WEBHOOK_EVENTS = {
-    "opened": "opened",
-    "assigned": "assigned",
-    "escalated": "escalated",
-    "transferred": "transferred",
-    "ack SLA warning": "sla_warning",
-    "resolve SLA warning": "sla_warning",
-    "ack SLA breached": "sla_breached",
-    "resolve SLA breached": "sla_breached",
-    "approval requested": "approval_requested",
-    "approval approved": "approval_decided",
-    "approval rejected": "approval_decided",
-    "resolved": "resolved",
-}
-
+from workflows.rules import candidates, pick_assignee
 
 # the case row as a snapshot leaves it: one statement built once (bound per call)
 _SNAPSHOT_COLUMNS = (
@@ -162,14 +147,13 @@ class CaseActivities:
             "opened_at": req.opened_at,
             "policy_version": policy.version,
         }
-        cases = table_of(CaseRow)
         insert = (
-            upsert_for(s)(cases).values(fresh).on_conflict_do_nothing(index_elements=["case_id"])
+            upsert_for(s)(_CASES).values(fresh).on_conflict_do_nothing(index_elements=["case_id"])
         )
-        if await s.scalar(insert.returning(cases.c.case_id)) is None:  # a retry, or the id again
-            this = cases.c.case_id == case.case_id
+        if await s.scalar(insert.returning(_CASES.c.case_id)) is None:  # a retry, or the id again
+            this = _CASES.c.case_id == case.case_id
             closed_at, run_id = (
-                await s.execute(select(cases.c.closed_at, cases.c.run_id).where(this))
+                await s.execute(select(_CASES.c.closed_at, _CASES.c.run_id).where(this))
             ).one()
             if closed_at is not None and run_id != req.run_id:
                 raise ApplicationError(
@@ -180,7 +164,7 @@ class CaseActivities:
                 )
             if run_id != req.run_id:  # a run that ended unclosed (terminated): this one takes over
                 await s.execute(
-                    update(cases).where(this).values(run_id=req.run_id, step=0, stage="identify")
+                    update(_CASES).where(this).values(run_id=req.run_id, step=0, stage="identify")
                 )
         keep = policy.version not in self._kept_policies
         if keep:
@@ -330,9 +314,11 @@ class CaseActivities:
         messages = [self.renderer.render(m, snap) for m in messages]
         rows = [timeline_row(snap.workflow_id, snap.run_id, snap.case_id, e) for e in timeline]
         await self._insert_new(s, TimelineRow, rows)
-        deliveries = [d for m in messages for d in self._deliveries(m, snap, now)]
-        if self.channels.webhook_url:
-            deliveries += self._webhooks(snap, timeline, t, now)
+        mail = self.channels.mail
+        deliveries = [d for m in messages for d in message_rows(m, snap, now, self.policy(), mail)]
+        if url := self.channels.webhook_url:
+            closed_key = f"{t.key}:closed:webhook" if t.report is not None else None
+            deliveries += webhook_rows(snap, timeline, closed_key, now, url)
         parent = tracing.traceparent()
         leased = now + self.relay.lease if self.relay is not None else None
         for d in deliveries:
@@ -401,79 +387,6 @@ class CaseActivities:
         stmt = upsert_for(s)(target).on_conflict_do_nothing(index_elements=["key"])
         keys = set((await s.scalars(stmt.returning(target.c.key), rows)).all())
         return [row for row in rows if row["key"] in keys]
-
-    def _deliveries(
-        self, m: OutboundMessage, snap: CaseSnapshot, now: datetime
-    ) -> list[dict[str, object]]:
-        """Mail (or the log) for every message; an internal one also to each chat channel
-        its person keeps for this severity (from the worker's policy: URLs hold tokens)."""
-        person = find_person(self.policy(), m.recipient) if m.channel == "internal" else None
-        name = person.name if person else snap.customer_name if m.channel == "customer" else None
-        base: dict[str, object] = {
-            "case_id": snap.case_id,
-            "channel": m.channel,
-            "recipient": m.recipient,
-            "recipient_name": name,
-            "address": m.address[:254],
-            "subject": m.subject[:300],
-            "body": m.body,
-            "html": m.html,
-            "short": m.short,
-            "created_at": now,
-            "status": "queued",
-            "attempts": 0,
-        }
-        rows = [{**base, "key": m.key, "medium": "mail" if self.channels.mail else "log"}]
-        for i, ch in enumerate(person.channels if person else []):
-            if snap.severity in ch.severities:
-                rows.append({**base, "key": f"{m.key}:chat{i}", "medium": "chat", "target": ch.url})
-        return rows
-
-    def _webhooks(
-        self,
-        snap: CaseSnapshot,
-        timeline: Sequence[TimelineEntry],
-        t: Transition,
-        now: datetime,
-    ) -> list[dict[str, object]]:
-        """One signed event per timeline line a backend cares about; `webhook-id` is the
-        row's key, the same on every retry."""
-        url = self.channels.webhook_url or ""
-        status = snap.model_dump(mode="json")
-        events: list[tuple[str, str, TimelineEntry | None]] = [
-            (f"{snap.workflow_id}:{snap.run_id}:t{e.seq}:webhook", WEBHOOK_EVENTS[e.what], e)
-            for e in timeline
-            if e.what in WEBHOOK_EVENTS
-        ]
-        if t.report is not None:
-            events.append((f"{t.key}:closed:webhook", "closed", None))
-        return [
-            {
-                "key": key,
-                "case_id": snap.case_id,
-                "channel": "internal",
-                "recipient": "webhook",
-                "address": url[:254],
-                "subject": f"{kind}: {snap.case_id}",
-                "body": entry.details if entry else snap.outcome or "",
-                "medium": "webhook",
-                "target": url,
-                "payload": {
-                    "type": f"case.{kind}",
-                    "timestamp": (entry.at if entry else now).isoformat(),
-                    "data": {
-                        "case_id": snap.case_id,
-                        "event": kind,
-                        "timeline": entry.model_dump(mode="json") if entry else None,
-                        "status": status,
-                    },
-                },
-                "created_at": now,
-                "status": "queued",
-                "attempts": 0,
-            }
-            for key, kind, entry in events
-        ]
 
 
 async def _loads(
