@@ -248,7 +248,7 @@ async def run_worker(
     metrics = Metrics(records, policy) if metrics_addr else None
     runtime = metrics.runtime if metrics else None
     client = await connect_with_retry(settings, data_converter(keys), runtime=runtime)
-    tracing.instrument_engine(records.engine)
+    tracing.instrument_records(records)
     await ensure_search_attributes(client, settings.namespace)
     if migrate:
         log.info("records at schema revision %s", await upgrade(records.engine))

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -75,6 +75,7 @@ _SNAPSHOT_COLUMNS = (
     "reopen_until",
 )
 _CASES = table_of(CaseRow)
+Row = dict[str, object]
 _MOVE_FORWARD = (
     update(_CASES)
     .where(_CASES.c.case_id == bindparam("case"), _CASES.c.step < bindparam("step"))
@@ -117,14 +118,13 @@ class CaseActivities:
     async def open_case(self, req: OpenCaseRequest) -> CustomerContext:
         """Create the case row (or take over an unfinished one) and read the customer's history."""
         policy = self.policy()
-        async with self.records.transaction() as s:
-            ctx, keep = await self._open(s, req, policy)
+        ctx, keep = await self.records.run(lambda s: self._open(s, req, policy))
         if keep:  # committed
             self._kept_policies.add(policy.version)
         return ctx
 
-    async def _open(
-        self, s: AsyncSession, req: OpenCaseRequest, policy: Policy
+    def _open(
+        self, s: Session, req: OpenCaseRequest, policy: Policy
     ) -> tuple[CustomerContext, bool]:
         """open_case's writes and reads in `s`; and whether it kept the policy version."""
         case = req.case
@@ -150,10 +150,10 @@ class CaseActivities:
         insert = (
             upsert_for(s)(_CASES).values(fresh).on_conflict_do_nothing(index_elements=["case_id"])
         )
-        if await s.scalar(insert.returning(_CASES.c.case_id)) is None:  # a retry, or the id again
+        if s.scalar(insert.returning(_CASES.c.case_id)) is None:  # a retry, or the id again
             this = _CASES.c.case_id == case.case_id
-            closed_at, run_id = (
-                await s.execute(select(_CASES.c.closed_at, _CASES.c.run_id).where(this))
+            closed_at, run_id = s.execute(
+                select(_CASES.c.closed_at, _CASES.c.run_id).where(this)
             ).one()
             if closed_at is not None and run_id != req.run_id:
                 raise ApplicationError(
@@ -163,23 +163,21 @@ class CaseActivities:
                     non_retryable=True,
                 )
             if run_id != req.run_id:  # a run that ended unclosed (terminated): this one takes over
-                await s.execute(
+                s.execute(
                     update(_CASES).where(this).values(run_id=req.run_id, step=0, stage="identify")
                 )
         keep = policy.version not in self._kept_policies
         if keep:
-            await self._keep_policy(s, policy, req.opened_at)
+            self._keep_policy(s, policy, req.opened_at)
         others = CaseRow.customer_id == case.customer.id, CaseRow.case_id != case.case_id
-        recent = (
-            await s.scalars(
-                select(CaseRow.case_id)
-                # none opened after this one: a retry of open_and_assign reads the same
-                .where(*others, CaseRow.opened_at.between(window_start, req.opened_at))
-                .order_by(CaseRow.opened_at.desc())
-                .limit(50)
-            )
+        recent = s.scalars(
+            select(CaseRow.case_id)
+            # none opened after this one: a retry of open_and_assign reads the same
+            .where(*others, CaseRow.opened_at.between(window_start, req.opened_at))
+            .order_by(CaseRow.opened_at.desc())
+            .limit(50)
         ).all()
-        open_count = await s.scalar(
+        open_count = s.scalar(
             select(func.count()).select_from(CaseRow).where(*others, CaseRow.closed_at.is_(None))
         )
         context = CustomerContext(
@@ -196,9 +194,12 @@ class CaseActivities:
         (the same pure code) and assign it, in one transaction. A retry finds both rows by
         their keys."""
         policy = self.policy()
-        async with self.records.transaction() as s:
-            ctx, keep = await self._open(s, req, policy)
-            assigned, new = await self._assign(s, transitions.first_assignment(req, ctx))
+
+        def work(s: Session) -> tuple[CustomerContext, bool, AssignResult, list[Row]]:
+            ctx, keep = self._open(s, req, policy)
+            return ctx, keep, *self._assign(s, transitions.first_assignment(req, ctx))
+
+        ctx, keep, assigned, new = await self.records.run(work)
         if keep:  # committed
             self._kept_policies.add(policy.version)
         self._hand_off(new)
@@ -207,14 +208,11 @@ class CaseActivities:
     @activity.defn(name="assign_case")
     async def assign_case(self, req: AssignRequest) -> AssignResult:
         """Pick the least-loaded candidate (round-robin on ties), record it and tell them."""
-        async with self.records.transaction() as s:
-            assigned, new = await self._assign(s, req)
+        assigned, new = await self.records.run(lambda s: self._assign(s, req))
         self._hand_off(new)
         return assigned
 
-    async def _assign(
-        self, s: AsyncSession, req: AssignRequest
-    ) -> tuple[AssignResult, list[dict[str, object]]]:
+    def _assign(self, s: Session, req: AssignRequest) -> tuple[AssignResult, list[Row]]:
         """assign_case's writes in `s`; and the message rows to hand to the relay once
         committed."""
         t = req.transition
@@ -226,12 +224,12 @@ class CaseActivities:
             )
         table = table_of(AssignmentRow)
         kept = select(table.c.person_id, table.c.open_load, table.c.assigned_at)
-        found = (await s.execute(kept.where(table.c.key == t.key))).first()
+        found = s.execute(kept.where(table.c.key == t.key)).first()
         if found is not None:  # a retry: as it was chosen then
             person_id, open_load, assigned_at = found
         else:
             ids = [c.id for c in eligible]
-            loads, last = await _loads(s, ids, snap.case_id)
+            loads, last = _loads(s, ids, snap.case_id)
             chosen = req.prefer if req.prefer in ids else pick_assignee(ids, loads, last)
             row = {
                 "key": t.key,
@@ -242,7 +240,7 @@ class CaseActivities:
                 "open_load": loads.get(chosen, 0),
                 "assigned_at": _now(),
             }
-            await s.execute(table.insert(), [row])
+            s.execute(table.insert(), [row])
             person_id, open_load, assigned_at = chosen, loads.get(chosen, 0), row["assigned_at"]
         person = next(c for c in req.people if c.id == person_id)
         entry = TimelineEntry(
@@ -277,32 +275,32 @@ class CaseActivities:
                 "department_name": req.department_name,
             },
         )
-        new = await self._write(s, snap, [*t.timeline, entry], [*t.messages, notice], t)
+        new = self._write(s, snap, [*t.timeline, entry], [*t.messages, notice], t)
         return AssignResult(assignee=person.id, entry=entry), new
 
     @activity.defn(name="record_transition")
     async def record_transition(self, t: Transition) -> None:
         """Write the case's new state, timeline lines and outbox in one transaction."""
-        async with self.records.transaction() as s:
-            new = await self._write(s, t.snapshot, t.timeline, t.messages, t)
+        snap, timeline, messages = t.snapshot, t.timeline, t.messages
+        new = await self.records.run(lambda s: self._write(s, snap, timeline, messages, t))
         self._hand_off(new)
 
-    def _hand_off(self, rows: list[dict[str, object]]) -> None:
+    def _hand_off(self, rows: list[Row]) -> None:
         """After the commit: the relay sends what this transaction queued, at once."""
         if self.relay is not None and rows:
             self.relay.handoff([delivery_of(r) for r in rows])
 
-    async def _write(
+    def _write(
         self,
-        s: AsyncSession,
+        s: Session,
         snap: CaseSnapshot,
         timeline: Sequence[TimelineEntry],
         messages: Sequence[OutboundMessage],
         t: Transition,
-    ) -> list[dict[str, object]]:
+    ) -> list[Row]:
         """Returns the message rows this call inserted (none when a retry finds them)."""
         # The snapshot only moves forward: a late retry of an older step changes nothing.
-        await s.execute(
+        s.execute(
             _MOVE_FORWARD,
             {
                 "case": snap.case_id,
@@ -313,7 +311,7 @@ class CaseActivities:
         now = _now()
         messages = [self.renderer.render(m, snap) for m in messages]
         rows = [timeline_row(snap.workflow_id, snap.run_id, snap.case_id, e) for e in timeline]
-        await self._insert_new(s, TimelineRow, rows)
+        self._insert_new(s, TimelineRow, rows)
         mail = self.channels.mail
         deliveries = [d for m in messages for d in message_rows(m, snap, now, self.policy(), mail)]
         if url := self.channels.webhook_url:
@@ -325,10 +323,10 @@ class CaseActivities:
             d["traceparent"] = parent
             if leased is not None:  # handed to this worker's relay after the commit
                 d["lease_until"], d["attempts"] = leased, 1
-        inserted = await self._insert_new(s, MessageRow, deliveries)
+        inserted = self._insert_new(s, MessageRow, deliveries)
         if t.report is not None:
             r = t.report
-            await self._keep_report(
+            self._keep_report(
                 s,
                 [
                     {
@@ -347,14 +345,14 @@ class CaseActivities:
         return inserted
 
     @staticmethod
-    async def _keep_report(s: AsyncSession, rows: list[dict[str, object]]) -> None:
+    def _keep_report(s: Session, rows: list[Row]) -> None:
         """One report per case (the key is its workflow id's): a report written later in the
         case's own time replaces an earlier one (the resolution's, by the one at close); a
         late retry of an earlier one changes nothing."""
         insert = upsert_for(s)
         stmt = insert(ReportRow)  # rows as parameters: one statement, compiled once
         newer = stmt.excluded.duration_seconds >= ReportRow.duration_seconds
-        await s.execute(
+        s.execute(
             stmt.on_conflict_do_update(
                 index_elements=["key"],
                 set_={c: stmt.excluded[c] for c in rows[0] if c != "key"},
@@ -363,17 +361,15 @@ class CaseActivities:
             rows,
         )
 
-    async def _keep_policy(self, s: AsyncSession, policy: Policy, now: datetime) -> None:
+    def _keep_policy(self, s: Session, policy: Policy, now: datetime) -> None:
         """The policy version as it is, once: what the simulator replays this case under."""
         insert = upsert_for(s)
         body = policy.model_dump(mode="json")
         stmt = insert(PolicyRow).values(version=policy.version, body=body, first_used_at=now)
-        await s.execute(stmt.on_conflict_do_nothing(index_elements=["version"]))
+        s.execute(stmt.on_conflict_do_nothing(index_elements=["version"]))
 
     @staticmethod
-    async def _insert_new(
-        s: AsyncSession, table: Any, rows: list[dict[str, object]]
-    ) -> list[dict[str, object]]:
+    def _insert_new(s: Session, table: Any, rows: list[Row]) -> list[Row]:
         """Insert rows whose key is not there yet (ON CONFLICT DO NOTHING on both backends);
         returns those inserted."""
         if not rows:
@@ -385,22 +381,20 @@ class CaseActivities:
         # not the ORM entity, which split a batch by the columns its rows leave empty
         target = table_of(table)
         stmt = upsert_for(s)(target).on_conflict_do_nothing(index_elements=["key"])
-        keys = set((await s.scalars(stmt.returning(target.c.key), rows)).all())
+        keys = set(s.scalars(stmt.returning(target.c.key), rows).all())
         return [row for row in rows if row["key"] in keys]
 
 
-async def _loads(
-    s: AsyncSession, ids: list[str], case_id: str
-) -> tuple[dict[str, int], dict[str, datetime]]:
+def _loads(s: Session, ids: list[str], case_id: str) -> tuple[dict[str, int], dict[str, datetime]]:
     """Each candidate's other open cases and last assignment, read from indexes alone
     (migration 0007): this runs on SQLite's one writer for every assignment."""
-    rows = await s.execute(
+    rows = s.execute(
         select(CaseRow.assignee, func.count())
         .where(CaseRow.assignee.in_(ids), CaseRow.closed_at.is_(None))
         .group_by(CaseRow.assignee)
     )
     loads: dict[str, int] = {str(who): int(n) for who, n in rows}
-    holder = await s.scalar(  # this case itself is no one's other case
+    holder = s.scalar(  # this case itself is no one's other case
         select(CaseRow.assignee).where(CaseRow.case_id == case_id, CaseRow.closed_at.is_(None))
     )
     if holder in loads:
@@ -411,5 +405,5 @@ async def _loads(
         .scalar_subquery()
         for who in ids
     ]  # one lookup per person on (person_id, assigned_at), not a scan of their history
-    times = (await s.execute(select(*latest))).one()
+    times = s.execute(select(*latest)).one()
     return loads, {who: at for who, at in zip(ids, times, strict=True) if at is not None}

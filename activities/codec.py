@@ -29,7 +29,7 @@ from temporalio.converter import (
 )
 
 from activities.keys import KeyStore, MasterKeys
-from activities.records import Records, make_engine
+from activities.records import Records
 
 ENCODING = b"binary/encrypted"
 ERASED = b"binary/erased"  # what a case whose key is destroyed still says: nothing
@@ -100,6 +100,4 @@ def converter_from_env(dev_folder: Path | None = Path("data")) -> DataConverter:
     """A client's converter: the master key from the environment, or the one `--dev` keeps
     under ./data/ when run beside it; the data keys from $DATABASE_URL's records."""
     masters = MasterKeys.from_env(dev_folder, create=False)
-    return data_converter(
-        KeyStore(Records(make_engine(immediate=False)), masters) if masters else None
-    )
+    return data_converter(KeyStore(Records.from_url(immediate=False), masters) if masters else None)

@@ -23,8 +23,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
-from activities.records import DataKeyRow, Records
+from activities.records import DataKeyRow, Records, table_of
+
+_KEYS = table_of(DataKeyRow)
 
 MASTER, OLD_MASTERS = "ESCALATION_MASTER_KEY", "ESCALATION_OLD_MASTER_KEYS"
 
@@ -135,46 +138,41 @@ class KeyStore:
         return self._by_subject[subject]
 
     async def _load_or_make(self, namespace: str, subject: str) -> DataKey | None:
-        """The case's key as the records have it; made (one write) only when there is none."""
-        async with self.records.transaction() as s:
-            row = await s.scalar(
-                select(DataKeyRow).where(
-                    DataKeyRow.namespace == namespace, DataKeyRow.subject == subject
-                )
-            )
-        if row is not None:
-            if row.wrapped is None:
-                return None  # erased
-            raw = self.masters.unwrap(row.key_id, row.wrapped)
-            return self._key(row.key_id, namespace, subject, raw)
+        """The case's key as the records have it, made if there is none: a new key's row
+        goes in first (one statement for a new case); only a case that has one reads it."""
         key_id = secrets.token_hex(16)
         raw = AESGCM.generate_key(bit_length=256)
         wrapped, mid = self.masters.wrap(key_id, raw)
-        async with self.records.transaction() as s:
+        row = {
+            "key_id": key_id,
+            "namespace": namespace,
+            "subject": subject,
+            "wrapped": wrapped,
+            "master_id": mid,
+            "created_at": datetime.now(UTC),
+        }
+
+        def load_or_make(s: Session) -> tuple[str, bytes | None] | None:
             insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-            await s.execute(
-                insert(DataKeyRow)
-                .values(
-                    key_id=key_id,
-                    namespace=namespace,
-                    subject=subject,
-                    wrapped=wrapped,
-                    master_id=mid,
-                    created_at=datetime.now(UTC),
-                )
+            made = s.execute(
+                insert(_KEYS)
+                .values(row)
                 .on_conflict_do_nothing(index_elements=["namespace", "subject"])
-            )
-            row = await s.scalar(
-                select(DataKeyRow).where(
-                    DataKeyRow.namespace == namespace, DataKeyRow.subject == subject
-                )
-            )
-        assert row is not None
-        if row.wrapped is None:
+                .returning(_KEYS.c.key_id)
+            ).first()
+            if made is not None:
+                return None
+            this = _KEYS.c.namespace == namespace, _KEYS.c.subject == subject
+            found = s.execute(select(_KEYS.c.key_id, _KEYS.c.wrapped).where(*this)).one()
+            return found.key_id, found.wrapped
+
+        kept = await self.records.run(load_or_make)
+        if kept is None:  # made now
+            return self._key(key_id, namespace, subject, raw)
+        kept_id, kept_wrapped = kept
+        if kept_wrapped is None:
             return None  # erased
-        return self._key(
-            row.key_id, namespace, subject, self.masters.unwrap(row.key_id, row.wrapped)
-        )
+        return self._key(kept_id, namespace, subject, self.masters.unwrap(kept_id, kept_wrapped))
 
     async def by_id(self, key_id: str) -> DataKey | None:
         """The key, or None when it was destroyed (erased) or never existed here."""
@@ -192,8 +190,7 @@ class KeyStore:
         return found
 
     async def _row(self, key_id: str) -> DataKeyRow | None:
-        async with self.records.transaction() as s:
-            return await s.get(DataKeyRow, key_id)
+        return await self.records.run(lambda s: s.get(DataKeyRow, key_id))
 
     def forget(self, subjects: list[str]) -> None:
         """Drop erased cases' keys from this process's cache."""

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from activities import metrics, tracing
 from activities.channels import SEND_TIMEOUT, Channels, Delivery, Permanent, Transient
@@ -213,30 +213,25 @@ class Relay:
         deadline = asyncio.get_running_loop().time() + within
         while True:
             self.wake()
-            async with self.records.transaction() as s:
-                due = await s.scalar(
-                    select(func.count())
-                    .select_from(MessageRow)
-                    .where(MessageRow.status == "queued")
-                )
+            due = await self.records.run(_queued)
             if not due and not self._inflight and not self._done and not self._flushing:
                 return
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"{due} deliveries still queued after {within}s")
             await asyncio.sleep(0.05)
 
-    async def _soonest(self, s: AsyncSession, now: datetime) -> float:
+    def _soonest(self, s: Session, now: datetime) -> float:
         """How long to sleep with nothing due: until the next retry or the end of a lease
         (another relay's, which died holding it), else `poll`. New rows wake the relay
         (`wake`, from the activities that queue them); `poll` only catches rows queued by
         a process whose relay is gone."""
         queued = MessageRow.status == "queued"
-        retry = await s.scalar(
+        retry = s.scalar(
             select(func.min(MessageRow.next_attempt_at)).where(
                 queued, MessageRow.next_attempt_at > now
             )
         )
-        lease = await s.scalar(
+        lease = s.scalar(
             select(func.min(MessageRow.lease_until)).where(queued, MessageRow.lease_until > now)
         )
         soonest = min((t for t in (retry, lease) if t is not None), default=None)
@@ -254,11 +249,12 @@ class Relay:
 
     async def _claim(self, limit: int) -> list[Delivery]:
         now = _now()
-        async with self.records.transaction() as s:
+
+        def claim(s: Session) -> tuple[list[Delivery], float | None]:
             due = select(MessageRow.id).where(*self._due(now)).order_by(MessageRow.id).limit(limit)
             if s.get_bind().dialect.name == "postgresql":
                 due = due.with_for_update(skip_locked=True)
-            rows = await s.scalars(
+            rows = s.scalars(
                 update(MessageRow)
                 .where(MessageRow.id.in_(due.scalar_subquery()))
                 .values(lease_until=now + self.lease, attempts=MessageRow.attempts + 1)
@@ -267,10 +263,12 @@ class Relay:
             )
             claimed = [_delivery(r) for r in rows.all()]
             if len(claimed) < limit:  # all that is due: when is the next, in this transaction
-                self._claim_at = self._clock() + await self._soonest(s, now)
-            else:  # more may be due: claim again on the next turn
-                self._claim_at = 0.0
-            return claimed
+                return claimed, self._soonest(s, now)
+            return claimed, None  # more may be due: claim again on the next turn
+
+        claimed, wait = await self.records.run(claim)
+        self._claim_at = 0.0 if wait is None else self._clock() + wait
+        return claimed
 
     async def _send(self, d: Delivery) -> None:
         name = f"deliver {d.medium}"
@@ -349,10 +347,12 @@ class Relay:
         sent = [
             {"k": d.key, "at": answered} for d, outcome, _, answered in done if outcome == "sent"
         ]
-        async with self.records.transaction() as s:
+        backoffs: list[float] = []
+
+        def mark(s: Session) -> None:
             if sent:  # one statement for them all, the time each channel accepted its message
                 table = table_of(MessageRow)
-                await s.execute(
+                s.execute(
                     update(table)
                     .where(table.c.key == bindparam("k"), table.c.status == "queued")
                     .values(status="sent", sent_at=bindparam("at"), reason=None, lease_until=None),
@@ -365,7 +365,7 @@ class Relay:
                 if outcome == "retry" and d.attempts < self.max_attempts:
                     backoff = min(self.first_backoff * 2 ** (d.attempts - 1), self.max_backoff)
                     values["next_attempt_at"] = now + timedelta(seconds=backoff)
-                    self._claim_by(backoff)
+                    backoffs.append(backoff)
                     log.warning(
                         "%s to %s: %s (retry in %.1fs)", d.medium, d.address, reason, backoff
                     )
@@ -374,19 +374,21 @@ class Relay:
                         reason = f"gave up after {d.attempts} attempts: {reason}"
                     values.update(status="failed", reason=reason)
                     failed.append((d, reason or ""))
-                await s.execute(
+                s.execute(
                     update(MessageRow)
                     .where(MessageRow.key == d.key, MessageRow.status == "queued")
                     .values(**values)
                 )
             for d, reason in failed:
-                await self._note_failure(s, d, reason, now)
+                self._note_failure(s, d, reason, now)
+
+        await self.records.run(mark)
+        for backoff in backoffs:
+            self._claim_by(backoff)
 
     @staticmethod
-    async def _note_failure(s: AsyncSession, d: Delivery, reason: str, now: datetime) -> None:
-        last = await s.scalar(
-            select(func.max(TimelineRow.seq)).where(TimelineRow.case_id == d.case_id)
-        )
+    def _note_failure(s: Session, d: Delivery, reason: str, now: datetime) -> None:
+        last = s.scalar(select(func.max(TimelineRow.seq)).where(TimelineRow.case_id == d.case_id))
         s.add(
             TimelineRow(
                 key=f"{d.key}:failed",
@@ -399,6 +401,11 @@ class Relay:
                 details=failure_text(d, reason),
             )
         )
+
+
+def _queued(s: Session) -> int:
+    count = select(func.count()).select_from(MessageRow)
+    return int(s.scalar(count.where(MessageRow.status == "queued")) or 0)
 
 
 def failure_text(d: Delivery, reason: str) -> str:

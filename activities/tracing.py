@@ -15,13 +15,16 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from opentelemetry import context, trace
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 
 from workflows import tracecontext
+
+if TYPE_CHECKING:
+    from activities.records import Records
 
 _configured = False
 
@@ -114,7 +117,7 @@ def plugins() -> list[Any]:
     return [OpenTelemetryPlugin(add_temporal_spans=True)]
 
 
-def instrument_engine(engine: Any, sql: bool | None = None) -> None:
+def instrument_records(records: Records, sql: bool | None = None) -> None:
     """A span per SQL statement under the activity or request that ran it: off unless
     `ESCALATION_TRACE_SQL` is set (or `sql`), as they cost the worker about 13 % of its
     throughput against 4 % for the rest of the tracing (bench, README)."""
@@ -124,7 +127,7 @@ def instrument_engine(engine: Any, sql: bool | None = None) -> None:
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
         # its declared range ends below the SQLAlchemy in use; the event API it hooks is stable
-        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
+        SQLAlchemyInstrumentor().instrument(engines=records.engines, skip_dep_check=True)
 
 
 QUIET_PATHS = ("/healthz", "/readyz", "/metrics")

@@ -24,7 +24,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.codec import data_converter
 from activities.keys import KeyStore, MasterKeys
-from activities.records import Records, make_engine
+from activities.records import Records
 from bench.busy import assignment_rate, bare_herd, flood, herd
 from bench.console import console_latency
 from bench.observed import observing
@@ -49,7 +49,7 @@ RESULTS = HERE / "results"
 async def sealed_client(address: str, db_url: str) -> tuple[Client, Records]:
     """A client that encrypts as the cases do, its data keys read from `db_url`'s records
     (returned, to be closed)."""
-    records = Records(make_engine(db_url, immediate=False))
+    records = Records.from_url(db_url, immediate=False)
     keys = KeyStore(records, MasterKeys(BENCH_MASTER))
     return await Client.connect(address, data_converter=data_converter(keys)), records
 

@@ -36,7 +36,7 @@ async def serve(kind: str, max_cached: int) -> None:
     addr = os.environ.get("ESCALATION_METRICS_ADDR")
     metrics = Metrics(records, PolicySource()) if addr and records is not None else None
     if tracing.setup("bench-worker") and records is not None:
-        tracing.instrument_engine(records.engine)
+        tracing.instrument_records(records)
     client = await connect(settings, data_converter(keys), metrics.runtime if metrics else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

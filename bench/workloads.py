@@ -15,7 +15,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
-from activities.records import CaseRow, Records, TimelineRow, make_engine
+from activities.records import CaseRow, Records, TimelineRow
 from bench.drivers import (
     baseline_happy_path,
     case_happy_path,
@@ -216,7 +216,7 @@ async def watch_records(
 ) -> None:
     """Read the records every `every` seconds until `done` says so or `within` has passed:
     the console's view of the cases, which puts no load on the worker being measured."""
-    records = Records(make_engine(db_url, immediate=False))
+    records = Records.from_url(db_url, immediate=False)
     deadline = asyncio.get_running_loop().time() + within
     try:
         while asyncio.get_running_loop().time() < deadline:

@@ -422,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     async def run() -> None:
         records = Records.from_url()
-        tracing.instrument_engine(records.engine)
+        tracing.instrument_records(records)
         keys = KeyStore(records.twin(), masters) if masters else None
         metrics = Metrics(records, PolicySource())
         client = await connect(Settings(), data_converter(keys), metrics.runtime)

@@ -411,7 +411,8 @@ async def test_a_case_key_is_read_once_per_process_and_a_burst_makes_one_key_per
     def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         statements.append(statement)
 
-    event.listen(records.engine.sync_engine, "before_cursor_execute", seen)
+    for engine in records.engines:
+        event.listen(engine, "before_cursor_execute", seen)
     try:
         worker = KeyStore(records, masters)
         assert (await decode_one(worker, sealed)).data == b'"x"'
@@ -419,7 +420,8 @@ async def test_a_case_key_is_read_once_per_process_and_a_burst_makes_one_key_per
         [again] = await CaseCodec(worker, "default", "case-K-1").encode([plain])
         assert read >= 1 and len(statements) == read  # the decode's read was enough
     finally:
-        event.remove(records.engine.sync_engine, "before_cursor_execute", seen)
+        for engine in records.engines:
+            event.remove(engine, "before_cursor_execute", seen)
     assert again.metadata[KEY_ID] == sealed.metadata[KEY_ID]
 
     burst = [KeyStore(records, masters) for _ in range(2)]  # two processes, 20 new cases

@@ -252,7 +252,8 @@ async def test_handed_off_messages_are_sent_and_recorded_without_a_claim(
         if statement.startswith("UPDATE messages SET attempts="):
             claims.append(statement)
 
-    event.listen(any_records.engine.sync_engine, "before_cursor_execute", seen)
+    for engine in any_records.engines:
+        event.listen(engine, "before_cursor_execute", seen)
     relay = Relay(any_records, acts.channels, poll=120)
     task = asyncio.create_task(relay.run())
     try:
@@ -268,7 +269,8 @@ async def test_handed_off_messages_are_sent_and_recorded_without_a_claim(
     finally:
         relay.stop()
         await task
-        event.remove(any_records.engine.sync_engine, "before_cursor_execute", seen)
+        for engine in any_records.engines:
+            event.remove(engine, "before_cursor_execute", seen)
     assert [m.subject for m in notifier.sent] == ["step 1", "step 2", "step 3"]
     assert len(claims) == 1, f"{len(claims)} claims for 3 handed-off messages"
 

@@ -69,7 +69,7 @@ async def test_a_click_in_the_console_is_one_trace_to_the_delivery(
     records: Records,
     policy: Policy,
 ) -> None:
-    tracing.instrument_engine(records.engine, sql=True)
+    tracing.instrument_records(records, sql=True)
     async with web_desk(traced_env, records, policy) as (desk, box, _, port):
         base = f"http://127.0.0.1:{port}"
         await until(lambda: web_up(base), "the web app", within=15)
