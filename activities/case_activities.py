@@ -14,26 +14,23 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import case_statements as sql
 from activities import tracing
+from activities.case_statements import upserts
 from activities.channels import Channels
 from activities.outbox_rows import message_rows, webhook_rows
 from activities.records import (
-    AssignmentRow,
-    CaseRow,
     MessageRow,
-    PolicyRow,
     Records,
-    ReportRow,
     TimelineRow,
     approver_list,
     table_of,
     timeline_row,
-    upsert_for,
 )
 from activities.relay import Handoff, delivery_of
 from activities.render import Renderer
@@ -53,34 +50,7 @@ from workflows.models import TimelineEntry
 from workflows.policy import Policy
 from workflows.rules import candidates, pick_assignee
 
-# the case row as a snapshot leaves it: one statement built once (bound per call)
-_SNAPSHOT_COLUMNS = (
-    "run_id",
-    "step",
-    "severity",
-    "stage",
-    "tier",
-    "department",
-    "assignee",
-    "sla_breached",
-    "closed_at",
-    "outcome",
-    "ack_by",
-    "resolve_by",
-    "acknowledged",
-    "paused",
-    "warned",
-    "breaches",
-    "approval_due_by",
-    "reopen_until",
-)
-_CASES = table_of(CaseRow)
 Row = dict[str, object]
-_MOVE_FORWARD = (
-    update(_CASES)
-    .where(_CASES.c.case_id == bindparam("case"), _CASES.c.step < bindparam("step"))
-    .values({c: bindparam(c) for c in (*_SNAPSHOT_COLUMNS, "approvers")})
-)
 
 
 def _now() -> datetime:
@@ -147,14 +117,10 @@ class CaseActivities:
             "opened_at": req.opened_at,
             "policy_version": policy.version,
         }
-        insert = (
-            upsert_for(s)(_CASES).values(fresh).on_conflict_do_nothing(index_elements=["case_id"])
-        )
-        if s.scalar(insert.returning(_CASES.c.case_id)) is None:  # a retry, or the id again
-            this = _CASES.c.case_id == case.case_id
-            closed_at, run_id = s.execute(
-                select(_CASES.c.closed_at, _CASES.c.run_id).where(this)
-            ).one()
+        c = s.connection()
+        this = {"case": case.case_id}
+        if c.scalar(upserts(c.dialect.name).open_case, fresh) is None:  # a retry, or the id again
+            closed_at, run_id = c.execute(sql.OPENED, this).one()
             if closed_at is not None and run_id != req.run_id:
                 raise ApplicationError(
                     f"case_id: case {case.case_id} was closed at {closed_at.isoformat()}; "
@@ -163,23 +129,16 @@ class CaseActivities:
                     non_retryable=True,
                 )
             if run_id != req.run_id:  # a run that ended unclosed (terminated): this one takes over
-                s.execute(
-                    update(_CASES).where(this).values(run_id=req.run_id, step=0, stage="identify")
-                )
+                c.execute(sql.TAKE_OVER, {**this, "run": req.run_id})
         keep = policy.version not in self._kept_policies
         if keep:
-            self._keep_policy(s, policy, req.opened_at)
-        others = CaseRow.customer_id == case.customer.id, CaseRow.case_id != case.case_id
-        recent = s.scalars(
-            select(CaseRow.case_id)
-            # none opened after this one: a retry of open_and_assign reads the same
-            .where(*others, CaseRow.opened_at.between(window_start, req.opened_at))
-            .order_by(CaseRow.opened_at.desc())
-            .limit(50)
-        ).all()
-        open_count = s.scalar(
-            select(func.count()).select_from(CaseRow).where(*others, CaseRow.closed_at.is_(None))
-        )
+            body = policy.model_dump(mode="json")
+            version = {"version": policy.version, "body": body, "first_used_at": req.opened_at}
+            c.execute(upserts(c.dialect.name).keep_policy, version)
+        others = {**this, "customer": case.customer.id}
+        window = {**others, "since": window_start, "until": req.opened_at}
+        recent = c.scalars(sql.RECENT, window).all()
+        open_count = c.scalar(sql.OPEN_COUNT, others)
         context = CustomerContext(
             policy=policy,
             recent_cases=len(recent),
@@ -222,14 +181,13 @@ class CaseActivities:
             raise ApplicationError(
                 f"nobody works tier {snap.tier} of {snap.department}", type="NoCandidates"
             )
-        table = table_of(AssignmentRow)
-        kept = select(table.c.person_id, table.c.open_load, table.c.assigned_at)
-        found = s.execute(kept.where(table.c.key == t.key)).first()
+        c = s.connection()
+        found = c.execute(sql.CHOSEN, {"key": t.key}).first()
         if found is not None:  # a retry: as it was chosen then
             person_id, open_load, assigned_at = found
         else:
             ids = [c.id for c in eligible]
-            loads, last = _loads(s, ids, snap.case_id)
+            loads, last = _loads(c, ids, snap.case_id)
             chosen = req.prefer if req.prefer in ids else pick_assignee(ids, loads, last)
             row = {
                 "key": t.key,
@@ -240,7 +198,7 @@ class CaseActivities:
                 "open_load": loads.get(chosen, 0),
                 "assigned_at": _now(),
             }
-            s.execute(table.insert(), [row])
+            c.execute(sql.ASSIGNMENTS.insert(), [row])
             person_id, open_load, assigned_at = chosen, loads.get(chosen, 0), row["assigned_at"]
         person = next(c for c in req.people if c.id == person_id)
         entry = TimelineEntry(
@@ -299,19 +257,19 @@ class CaseActivities:
         t: Transition,
     ) -> list[Row]:
         """Returns the message rows this call inserted (none when a retry finds them)."""
-        # The snapshot only moves forward: a late retry of an older step changes nothing.
-        s.execute(
-            _MOVE_FORWARD,
+        c = s.connection()
+        c.execute(
+            sql.MOVE_FORWARD,
             {
                 "case": snap.case_id,
-                **{c: getattr(snap, c) for c in _SNAPSHOT_COLUMNS},
+                **{col: getattr(snap, col) for col in sql.SNAPSHOT_COLUMNS},
                 "approvers": approver_list(snap.approvers),
             },
         )
         now = _now()
         messages = [self.renderer.render(m, snap) for m in messages]
         rows = [timeline_row(snap.workflow_id, snap.run_id, snap.case_id, e) for e in timeline]
-        self._insert_new(s, TimelineRow, rows)
+        _insert_new(c, TimelineRow, rows)
         mail = self.channels.mail
         deliveries = [d for m in messages for d in message_rows(m, snap, now, self.policy(), mail)]
         if url := self.channels.webhook_url:
@@ -323,87 +281,49 @@ class CaseActivities:
             d["traceparent"] = parent
             if leased is not None:  # handed to this worker's relay after the commit
                 d["lease_until"], d["attempts"] = leased, 1
-        inserted = self._insert_new(s, MessageRow, deliveries)
+        inserted = _insert_new(c, MessageRow, deliveries)
         if t.report is not None:
             r = t.report
-            self._keep_report(
-                s,
-                [
-                    {
-                        "key": f"{snap.workflow_id}:report",
-                        "case_id": r.case_id,
-                        "outcome": r.outcome,
-                        "severity": r.severity,
-                        "department": r.department,
-                        "sla_breached": r.sla_breached,
-                        "duration_seconds": r.duration_seconds,
-                        "created_at": now,
-                        "body": r.model_dump(mode="json"),
-                    }
-                ],
-            )
+            # one report per case (its workflow id's key): one of later case time replaces an
+            # earlier one (the resolution's, by the one at close); a late retry changes nothing
+            report = {
+                "key": f"{snap.workflow_id}:report",
+                "case_id": r.case_id,
+                "outcome": r.outcome,
+                "severity": r.severity,
+                "department": r.department,
+                "sla_breached": r.sla_breached,
+                "duration_seconds": r.duration_seconds,
+                "created_at": now,
+                "body": r.model_dump(mode="json"),
+            }
+            c.execute(upserts(c.dialect.name).keep_report, [report])
         return inserted
 
-    @staticmethod
-    def _keep_report(s: Session, rows: list[Row]) -> None:
-        """One report per case (the key is its workflow id's): a report written later in the
-        case's own time replaces an earlier one (the resolution's, by the one at close); a
-        late retry of an earlier one changes nothing."""
-        insert = upsert_for(s)
-        stmt = insert(ReportRow)  # rows as parameters: one statement, compiled once
-        newer = stmt.excluded.duration_seconds >= ReportRow.duration_seconds
-        s.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["key"],
-                set_={c: stmt.excluded[c] for c in rows[0] if c != "key"},
-                where=newer,
-            ),
-            rows,
-        )
 
-    def _keep_policy(self, s: Session, policy: Policy, now: datetime) -> None:
-        """The policy version as it is, once: what the simulator replays this case under."""
-        insert = upsert_for(s)
-        body = policy.model_dump(mode="json")
-        stmt = insert(PolicyRow).values(version=policy.version, body=body, first_used_at=now)
-        s.execute(stmt.on_conflict_do_nothing(index_elements=["version"]))
-
-    @staticmethod
-    def _insert_new(s: Session, table: Any, rows: list[Row]) -> list[Row]:
-        """Insert rows whose key is not there yet (ON CONFLICT DO NOTHING on both backends);
-        returns those inserted."""
-        if not rows:
-            return []
-        columns = {c for row in rows for c in row}
-        rows = [{c: row.get(c) for c in columns} for row in rows]  # one shape for a batch
-        # the rows as parameters of one constant statement: it compiles once per process
-        # (rows in .values() made a new statement, compiled on every call); on the table,
-        # not the ORM entity, which split a batch by the columns its rows leave empty
-        target = table_of(table)
-        stmt = upsert_for(s)(target).on_conflict_do_nothing(index_elements=["key"])
-        keys = set(s.scalars(stmt.returning(target.c.key), rows).all())
-        return [row for row in rows if row["key"] in keys]
+def _insert_new(c: Connection, table: Any, rows: list[Row]) -> list[Row]:
+    """Insert rows whose key is not there yet (ON CONFLICT DO NOTHING on both backends);
+    returns those inserted."""
+    if not rows:
+        return []
+    columns = {col for row in rows for col in row}
+    rows = [{col: row.get(col) for col in columns} for row in rows]  # one shape for a batch
+    # the rows as parameters of one constant statement (compiled once per process); on the
+    # table, not the ORM entity, which split a batch by the columns its rows leave empty
+    stmt = upserts(c.dialect.name).new_rows[table_of(table).name]
+    keys = set(c.scalars(stmt, rows).all())
+    return [row for row in rows if row["key"] in keys]
 
 
-def _loads(s: Session, ids: list[str], case_id: str) -> tuple[dict[str, int], dict[str, datetime]]:
+def _loads(
+    c: Connection, ids: list[str], case_id: str
+) -> tuple[dict[str, int], dict[str, datetime]]:
     """Each candidate's other open cases and last assignment, read from indexes alone
     (migration 0007): this runs on SQLite's one writer for every assignment."""
-    rows = s.execute(
-        select(CaseRow.assignee, func.count())
-        .where(CaseRow.assignee.in_(ids), CaseRow.closed_at.is_(None))
-        .group_by(CaseRow.assignee)
-    )
-    loads: dict[str, int] = {str(who): int(n) for who, n in rows}
-    holder = s.scalar(  # this case itself is no one's other case
-        select(CaseRow.assignee).where(CaseRow.case_id == case_id, CaseRow.closed_at.is_(None))
-    )
+    loads: dict[str, int] = {str(who): int(n) for who, n in c.execute(sql.LOADS, {"ids": ids})}
+    holder = c.scalar(sql.HOLDER, {"case": case_id})  # this case is no one's other case
     if holder in loads:
         loads[holder] -= 1
-    latest = [
-        select(func.max(AssignmentRow.assigned_at))
-        .where(AssignmentRow.person_id == who)
-        .scalar_subquery()
-        for who in ids
-    ]  # one lookup per person on (person_id, assigned_at), not a scan of their history
-    times = s.execute(select(*latest)).one()
+    people = {f"p{i}": who for i, who in enumerate(ids)}
+    times = c.execute(sql.last_assigned(len(ids)), people).one()
     return loads, {who: at for who, at in zip(ids, times, strict=True) if at is not None}

@@ -40,8 +40,6 @@ from sqlalchemy import (
     event,
     make_url,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Dialect, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -189,11 +187,6 @@ def timeline_row(workflow_id: str, run_id: str, case_id: str, e: TimelineEntry) 
         "via": e.via,
         "act": e.act,
     }
-
-
-def upsert_for(s: AsyncSession | Session) -> Any:
-    """The dialect's INSERT with ON CONFLICT (SQLite or PostgreSQL) for this session."""
-    return pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 def approver_list(ids: list[str]) -> str | None:
