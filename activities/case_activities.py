@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.orm import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -88,15 +87,15 @@ class CaseActivities:
     async def open_case(self, req: OpenCaseRequest) -> CustomerContext:
         """Create the case row (or take over an unfinished one) and read the customer's history."""
         policy = self.policy()
-        ctx, keep = await self.records.run(lambda s: self._open(s, req, policy))
+        ctx, keep = await self.records.run(lambda c: self._open(c, req, policy))
         if keep:  # committed
             self._kept_policies.add(policy.version)
         return ctx
 
     def _open(
-        self, s: Session, req: OpenCaseRequest, policy: Policy
+        self, c: Connection, req: OpenCaseRequest, policy: Policy
     ) -> tuple[CustomerContext, bool]:
-        """open_case's writes and reads in `s`; and whether it kept the policy version."""
+        """open_case's writes and reads in `c`; and whether it kept the policy version."""
         case = req.case
         window_start = req.opened_at - timedelta(seconds=policy.severity_raise.repeat_window)
         fresh = {
@@ -117,7 +116,6 @@ class CaseActivities:
             "opened_at": req.opened_at,
             "policy_version": policy.version,
         }
-        c = s.connection()
         this = {"case": case.case_id}
         if c.scalar(upserts(c.dialect.name).open_case, fresh) is None:  # a retry, or the id again
             closed_at, run_id = c.execute(sql.OPENED, this).one()
@@ -154,9 +152,9 @@ class CaseActivities:
         their keys."""
         policy = self.policy()
 
-        def work(s: Session) -> tuple[CustomerContext, bool, AssignResult, list[Row]]:
-            ctx, keep = self._open(s, req, policy)
-            return ctx, keep, *self._assign(s, transitions.first_assignment(req, ctx))
+        def work(c: Connection) -> tuple[CustomerContext, bool, AssignResult, list[Row]]:
+            ctx, keep = self._open(c, req, policy)
+            return ctx, keep, *self._assign(c, transitions.first_assignment(req, ctx))
 
         ctx, keep, assigned, new = await self.records.run(work)
         if keep:  # committed
@@ -167,12 +165,12 @@ class CaseActivities:
     @activity.defn(name="assign_case")
     async def assign_case(self, req: AssignRequest) -> AssignResult:
         """Pick the least-loaded candidate (round-robin on ties), record it and tell them."""
-        assigned, new = await self.records.run(lambda s: self._assign(s, req))
+        assigned, new = await self.records.run(lambda c: self._assign(c, req))
         self._hand_off(new)
         return assigned
 
-    def _assign(self, s: Session, req: AssignRequest) -> tuple[AssignResult, list[Row]]:
-        """assign_case's writes in `s`; and the message rows to hand to the relay once
+    def _assign(self, c: Connection, req: AssignRequest) -> tuple[AssignResult, list[Row]]:
+        """assign_case's writes in `c`; and the message rows to hand to the relay once
         committed."""
         t = req.transition
         snap = t.snapshot
@@ -181,7 +179,6 @@ class CaseActivities:
             raise ApplicationError(
                 f"nobody works tier {snap.tier} of {snap.department}", type="NoCandidates"
             )
-        c = s.connection()
         found = c.execute(sql.CHOSEN, {"key": t.key}).first()
         if found is not None:  # a retry: as it was chosen then
             person_id, open_load, assigned_at = found
@@ -233,14 +230,14 @@ class CaseActivities:
                 "department_name": req.department_name,
             },
         )
-        new = self._write(s, snap, [*t.timeline, entry], [*t.messages, notice], t)
+        new = self._write(c, snap, [*t.timeline, entry], [*t.messages, notice], t)
         return AssignResult(assignee=person.id, entry=entry), new
 
     @activity.defn(name="record_transition")
     async def record_transition(self, t: Transition) -> None:
         """Write the case's new state, timeline lines and outbox in one transaction."""
         snap, timeline, messages = t.snapshot, t.timeline, t.messages
-        new = await self.records.run(lambda s: self._write(s, snap, timeline, messages, t))
+        new = await self.records.run(lambda c: self._write(c, snap, timeline, messages, t))
         self._hand_off(new)
 
     def _hand_off(self, rows: list[Row]) -> None:
@@ -250,14 +247,13 @@ class CaseActivities:
 
     def _write(
         self,
-        s: Session,
+        c: Connection,
         snap: CaseSnapshot,
         timeline: Sequence[TimelineEntry],
         messages: Sequence[OutboundMessage],
         t: Transition,
     ) -> list[Row]:
         """Returns the message rows this call inserted (none when a retry finds them)."""
-        c = s.connection()
         c.execute(
             sql.MOVE_FORWARD,
             {

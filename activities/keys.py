@@ -17,13 +17,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import select, update
+from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
 
 from activities.records import DataKeyRow, Records, table_of
 
@@ -152,9 +152,9 @@ class KeyStore:
             "created_at": datetime.now(UTC),
         }
 
-        def load_or_make(s: Session) -> tuple[str, bytes | None] | None:
-            insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-            made = s.execute(
+        def load_or_make(c: Connection) -> tuple[str, bytes | None] | None:
+            insert = pg_insert if c.dialect.name == "postgresql" else sqlite_insert
+            made = c.execute(
                 insert(_KEYS)
                 .values(row)
                 .on_conflict_do_nothing(index_elements=["namespace", "subject"])
@@ -163,7 +163,7 @@ class KeyStore:
             if made is not None:
                 return None
             this = _KEYS.c.namespace == namespace, _KEYS.c.subject == subject
-            found = s.execute(select(_KEYS.c.key_id, _KEYS.c.wrapped).where(*this)).one()
+            found = c.execute(select(_KEYS.c.key_id, _KEYS.c.wrapped).where(*this)).one()
             return found.key_id, found.wrapped
 
         kept = await self.records.run(load_or_make)
@@ -189,8 +189,10 @@ class KeyStore:
             self._by_subject.setdefault((row.namespace, row.subject), found)
         return found
 
-    async def _row(self, key_id: str) -> DataKeyRow | None:
-        return await self.records.run(lambda s: s.get(DataKeyRow, key_id))
+    async def _row(self, key_id: str) -> Row[Any] | None:
+        return await self.records.run(
+            lambda c: c.execute(select(_KEYS).where(_KEYS.c.key_id == key_id)).first()
+        )
 
     def forget(self, subjects: list[str]) -> None:
         """Drop erased cases' keys from this process's cache."""

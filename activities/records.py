@@ -40,14 +40,14 @@ from sqlalchemy import (
     event,
     make_url,
 )
-from sqlalchemy.engine import URL, Dialect, Engine
+from sqlalchemy.engine import URL, Connection, Dialect, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from workflows.models import TimelineEntry
 
@@ -297,8 +297,9 @@ def make_engine(url: str | None = None, immediate: bool = True) -> AsyncEngine:
     return create_async_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
-def _sqlite_session(engine: Engine, immediate: bool) -> None:
-    """The pragmas of every SQLite connection, and BEGIN IMMEDIATE when `immediate`."""
+def _sqlite_session(engine: Engine, immediate: bool, direct: bool = False) -> None:
+    """The pragmas of every SQLite connection, and BEGIN IMMEDIATE when `immediate`;
+    `direct`: BEGIN on the sqlite3 connection itself (no statement events, no result)."""
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -315,21 +316,24 @@ def _sqlite_session(engine: Engine, immediate: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        if direct:
+            conn.connection.dbapi_connection.execute(begin)
+        else:
+            conn.exec_driver_sql(begin)
 
 
 class Records:
-    """A session factory over one engine; the activities and the CLI read and write through it."""
+    """Sessions over one database; the activities, the relay, the console and the CLI read
+    and write through it (`transaction` with an async session, `run` with a connection)."""
 
     def __init__(self, engine: AsyncEngine, immediate: bool = True) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._immediate = immediate
-        # SQLite: the engine `run` uses on its one thread (made on first use)
+        # a SQLite file: the engine `run` uses, on its one thread (started on first use)
         self.sync_engine: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
-        self._sync_sessions: sessionmaker[Session] | None = None
-        if engine.dialect.name == "sqlite":
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
             url = engine.url.set(drivername="sqlite+pysqlite")
             self.sync_engine = create_engine(
                 url,
@@ -337,8 +341,7 @@ class Records:
                 pool_size=1,
                 max_overflow=0,
             )
-            _sqlite_session(self.sync_engine, immediate)
-            self._sync_sessions = sessionmaker(self.sync_engine, expire_on_commit=False)
+            _sqlite_session(self.sync_engine, immediate, direct=True)
 
     @property
     def engines(self) -> list[Engine]:
@@ -360,13 +363,13 @@ class Records:
         async with self.sessions() as session, session.begin():
             yield session
 
-    async def run(self, work: Callable[[Session], T]) -> T:
-        """`work(session)` in one transaction, committed when it returns. On SQLite on the
-        process's database thread (one thread hop for the whole transaction), in the
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """`work(connection)` in one transaction, committed when it returns. On a SQLite file
+        on the process's database thread (one thread hop for the whole transaction), in the
         caller's context (its trace); elsewhere through the async driver."""
-        if self._sync_sessions is None:
-            async with self.sessions() as session, session.begin():
-                return await session.run_sync(work)
+        if self.sync_engine is None:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(work)
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="records")
         context = contextvars.copy_context()
@@ -375,10 +378,10 @@ class Records:
             self._thread, call, self._in_transaction, work
         )
 
-    def _in_transaction(self, work: Callable[[Session], T]) -> T:
-        assert self._sync_sessions is not None
-        with self._sync_sessions() as session, session.begin():
-            return work(session)
+    def _in_transaction(self, work: Callable[[Connection], T]) -> T:
+        assert self.sync_engine is not None
+        with self.sync_engine.begin() as conn:
+            return work(conn)
 
     async def close(self) -> None:
         if self._thread is not None:

@@ -29,15 +29,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from activities import metrics, tracing
 from activities.channels import SEND_TIMEOUT, Channels, Delivery, Permanent, Transient
 from activities.records import MessageRow, Records, TimelineRow, table_of
 
 log = logging.getLogger("escalation_desk.relay")
+_MESSAGES = table_of(MessageRow)
 
 FailureHook = Callable[[Delivery, str], Awaitable[None]]
 
@@ -76,10 +76,6 @@ def delivery_of(row: Mapping[str, Any]) -> Delivery:
         traceparent=row.get("traceparent"),
         leased_until=row.get("lease_until"),
     )
-
-
-def _delivery(row: MessageRow) -> Delivery:
-    return delivery_of({c.key: getattr(row, c.key) for c in MessageRow.__table__.columns})
 
 
 class Relay:
@@ -220,18 +216,18 @@ class Relay:
                 raise TimeoutError(f"{due} deliveries still queued after {within}s")
             await asyncio.sleep(0.05)
 
-    def _soonest(self, s: Session, now: datetime) -> float:
+    def _soonest(self, c: Connection, now: datetime) -> float:
         """How long to sleep with nothing due: until the next retry or the end of a lease
         (another relay's, which died holding it), else `poll`. New rows wake the relay
         (`wake`, from the activities that queue them); `poll` only catches rows queued by
         a process whose relay is gone."""
         queued = MessageRow.status == "queued"
-        retry = s.scalar(
+        retry = c.scalar(
             select(func.min(MessageRow.next_attempt_at)).where(
                 queued, MessageRow.next_attempt_at > now
             )
         )
-        lease = s.scalar(
+        lease = c.scalar(
             select(func.min(MessageRow.lease_until)).where(queued, MessageRow.lease_until > now)
         )
         soonest = min((t for t in (retry, lease) if t is not None), default=None)
@@ -250,20 +246,19 @@ class Relay:
     async def _claim(self, limit: int) -> list[Delivery]:
         now = _now()
 
-        def claim(s: Session) -> tuple[list[Delivery], float | None]:
+        def claim(c: Connection) -> tuple[list[Delivery], float | None]:
             due = select(MessageRow.id).where(*self._due(now)).order_by(MessageRow.id).limit(limit)
-            if s.get_bind().dialect.name == "postgresql":
+            if c.dialect.name == "postgresql":
                 due = due.with_for_update(skip_locked=True)
-            rows = s.scalars(
-                update(MessageRow)
-                .where(MessageRow.id.in_(due.scalar_subquery()))
-                .values(lease_until=now + self.lease, attempts=MessageRow.attempts + 1)
-                .returning(MessageRow)
-                .execution_options(synchronize_session=False)
+            rows = c.execute(
+                update(_MESSAGES)
+                .where(_MESSAGES.c.id.in_(due.scalar_subquery()))
+                .values(lease_until=now + self.lease, attempts=_MESSAGES.c.attempts + 1)
+                .returning(*_MESSAGES.c)
             )
-            claimed = [_delivery(r) for r in rows.all()]
+            claimed = [delivery_of(dict(r._mapping)) for r in rows]
             if len(claimed) < limit:  # all that is due: when is the next, in this transaction
-                return claimed, self._soonest(s, now)
+                return claimed, self._soonest(c, now)
             return claimed, None  # more may be due: claim again on the next turn
 
         claimed, wait = await self.records.run(claim)
@@ -349,10 +344,10 @@ class Relay:
         ]
         backoffs: list[float] = []
 
-        def mark(s: Session) -> None:
+        def mark(c: Connection) -> None:
             if sent:  # one statement for them all, the time each channel accepted its message
-                table = table_of(MessageRow)
-                s.execute(
+                table = _MESSAGES
+                c.execute(
                     update(table)
                     .where(table.c.key == bindparam("k"), table.c.status == "queued")
                     .values(status="sent", sent_at=bindparam("at"), reason=None, lease_until=None),
@@ -374,38 +369,39 @@ class Relay:
                         reason = f"gave up after {d.attempts} attempts: {reason}"
                     values.update(status="failed", reason=reason)
                     failed.append((d, reason or ""))
-                s.execute(
-                    update(MessageRow)
-                    .where(MessageRow.key == d.key, MessageRow.status == "queued")
+                c.execute(
+                    update(_MESSAGES)
+                    .where(_MESSAGES.c.key == d.key, _MESSAGES.c.status == "queued")
                     .values(**values)
                 )
             for d, reason in failed:
-                self._note_failure(s, d, reason, now)
+                self._note_failure(c, d, reason, now)
 
         await self.records.run(mark)
         for backoff in backoffs:
             self._claim_by(backoff)
 
     @staticmethod
-    def _note_failure(s: Session, d: Delivery, reason: str, now: datetime) -> None:
-        last = s.scalar(select(func.max(TimelineRow.seq)).where(TimelineRow.case_id == d.case_id))
-        s.add(
-            TimelineRow(
-                key=f"{d.key}:failed",
-                case_id=d.case_id,
-                seq=int(last or 0) + 1,
-                at=now,
-                what="delivery failed",
-                by=None,
-                tier=None,
-                details=failure_text(d, reason),
-            )
+    def _note_failure(c: Connection, d: Delivery, reason: str, now: datetime) -> None:
+        last = c.scalar(select(func.max(TimelineRow.seq)).where(TimelineRow.case_id == d.case_id))
+        c.execute(
+            table_of(TimelineRow).insert(),
+            {
+                "key": f"{d.key}:failed",
+                "case_id": d.case_id,
+                "seq": int(last or 0) + 1,
+                "at": now,
+                "what": "delivery failed",
+                "by": None,
+                "tier": None,
+                "details": failure_text(d, reason),
+            },
         )
 
 
-def _queued(s: Session) -> int:
+def _queued(c: Connection) -> int:
     count = select(func.count()).select_from(MessageRow)
-    return int(s.scalar(count.where(MessageRow.status == "queued")) or 0)
+    return int(c.scalar(count.where(MessageRow.status == "queued")) or 0)
 
 
 def failure_text(d: Delivery, reason: str) -> str:

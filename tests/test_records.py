@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from jinja2 import TemplateNotFound
 from sqlalchemy import event, func, select, update
 from temporalio.exceptions import ApplicationError
 
@@ -175,6 +176,25 @@ async def test_retried_transition_writes_and_sends_once(
     assert await count(any_records, MessageRow, MessageRow.case_id == "C-1") == 1
     assert [m.subject for m in notifier.sent] == ["step 1"]
     assert await count(any_records, MessageRow, MessageRow.sent_at.is_(None)) == 0
+
+
+async def test_a_transition_that_fails_midway_leaves_the_records_as_they_were(
+    any_records: Records, policy: Policy
+) -> None:
+    """The case row moves first in the transaction, the messages are rendered after it: a
+    message that cannot be rendered undoes the move (the activity fails and is retried)."""
+    acts, _ = activities(any_records, policy)
+    await open_case(acts, "C-1")
+    await acts.record_transition(transition("C-1", 1, ["acknowledged"]))
+    broken = transition("C-1", 2, ["resolved"], stage="resolved")
+    broken.messages[0].template = "no-such-template"
+    with pytest.raises(TemplateNotFound):
+        await acts.record_transition(broken)
+    async with any_records.sessions() as s:
+        row = await s.get(CaseRow, "C-1")
+    assert row is not None and (row.step, row.stage) == (1, "resolve")
+    assert await count(any_records, TimelineRow, TimelineRow.case_id == "C-1") == 1
+    assert await count(any_records, MessageRow, MessageRow.case_id == "C-1") == 1
 
 
 async def test_a_relay_with_its_batch_full_waits_for_a_send_and_goes_on(
