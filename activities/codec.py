@@ -16,10 +16,10 @@ import dataclasses
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Self
+from typing import ClassVar, Self
 
 from temporalio.api.common.v1 import Payload
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import (
     ActivitySerializationContext,
     DataConverter,
@@ -38,6 +38,28 @@ ERASED = b"binary/erased"  # what a case whose key is destroyed still says: noth
 KEY_ID = "encryption-key-id"
 
 
+class SharedPayloadConverter(PydanticPayloadConverter):
+    """Pydantic JSON, one instance per process: the SDK builds a payload converter from its
+    class for every workflow activation (twice), each with a cold cache of type adapters
+    (2 % of a case worker's CPU); this class hands out the one it made first."""
+
+    _one: ClassVar[SharedPayloadConverter | None] = None
+
+    def __new__(cls) -> SharedPayloadConverter:
+        if cls._one is None:
+            one = super().__new__(cls)
+            PydanticPayloadConverter.__init__(one)
+            cls._one = one
+        return cls._one
+
+    def __init__(self) -> None:
+        """Made once, in __new__."""
+
+
+PLAIN = DataConverter(payload_converter_class=SharedPayloadConverter)
+_CASE_CONTEXTS = (WorkflowSerializationContext, ActivitySerializationContext)
+
+
 class CaseCodec(PayloadCodec, WithSerializationContext):
     def __init__(
         self, keys: KeyStore, namespace: str | None = None, workflow_id: str | None = None
@@ -45,8 +67,7 @@ class CaseCodec(PayloadCodec, WithSerializationContext):
         self.keys, self.namespace, self.workflow_id = keys, namespace, workflow_id
 
     def with_context(self, context: SerializationContext) -> CaseCodec:
-        cases = WorkflowSerializationContext | ActivitySerializationContext
-        if isinstance(context, cases) and context.workflow_id:
+        if isinstance(context, _CASE_CONTEXTS) and context.workflow_id:
             return CaseCodec(self.keys, context.namespace, context.workflow_id)
         return self
 
@@ -114,9 +135,9 @@ def data_converter(keys: KeyStore | None) -> DataConverter:
     """The one data converter of every client and worker: pydantic JSON, failures' messages
     and stack traces encoded too, and (with a master key) the case codec."""
     if keys is None:
-        return pydantic_data_converter
+        return PLAIN
     return CaseDataConverter(
-        payload_converter_class=pydantic_data_converter.payload_converter_class,
+        payload_converter_class=SharedPayloadConverter,
         payload_codec=CaseCodec(keys),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
 
 from activities import tracing
+from activities.codec import PLAIN
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ async def connect(
     return await Client.connect(
         s.address,
         namespace=s.namespace,
-        data_converter=converter or pydantic_data_converter,
+        data_converter=converter or PLAIN,
         api_key=s.api_key,
         tls=s.tls or bool(s.api_key),
         plugins=tracing.plugins(),
