@@ -20,7 +20,6 @@ from temporalio.exceptions import ApplicationError
 
 from activities import case_statements as sql
 from activities import tracing
-from activities.case_statements import upserts
 from activities.channels import Channels
 from activities.outbox_rows import message_rows, webhook_rows
 from activities.records import (
@@ -117,7 +116,8 @@ class CaseActivities:
             "policy_version": policy.version,
         }
         this = {"case": case.case_id}
-        if c.scalar(upserts(c.dialect.name).open_case, fresh) is None:  # a retry, or the id again
+        upserts = sql.upserts(c.dialect.name)
+        if c.scalar(upserts.open_case, fresh) is None:  # a retry, or the id again
             closed_at, run_id = c.execute(sql.OPENED, this).one()
             if closed_at is not None and run_id != req.run_id:
                 raise ApplicationError(
@@ -132,7 +132,7 @@ class CaseActivities:
         if keep:
             body = policy.model_dump(mode="json")
             version = {"version": policy.version, "body": body, "first_used_at": req.opened_at}
-            c.execute(upserts(c.dialect.name).keep_policy, version)
+            c.execute(upserts.keep_policy, version)
         others = {**this, "customer": case.customer.id}
         window = {**others, "since": window_start, "until": req.opened_at}
         recent = c.scalars(sql.RECENT, window).all()
@@ -293,7 +293,7 @@ class CaseActivities:
                 "created_at": now,
                 "body": r.model_dump(mode="json"),
             }
-            c.execute(upserts(c.dialect.name).keep_report, [report])
+            c.execute(sql.upserts(c.dialect.name).keep_report, [report])
         return inserted
 
 
@@ -306,7 +306,7 @@ def _insert_new(c: Connection, table: Any, rows: list[Row]) -> list[Row]:
     rows = [{col: row.get(col) for col in columns} for row in rows]  # one shape for a batch
     # the rows as parameters of one constant statement (compiled once per process); on the
     # table, not the ORM entity, which split a batch by the columns its rows leave empty
-    stmt = upserts(c.dialect.name).new_rows[table_of(table).name]
+    stmt = sql.upserts(c.dialect.name).new_rows[table_of(table).name]
     keys = set(c.scalars(stmt, rows).all())
     return [row for row in rows if row["key"] in keys]
 

@@ -9,8 +9,6 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Select, bindparam, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from activities.records import (
     AssignmentRow,
@@ -19,6 +17,7 @@ from activities.records import (
     PolicyRow,
     ReportRow,
     TimelineRow,
+    insert_for,
     table_of,
 )
 
@@ -112,7 +111,7 @@ class Upserts:
 
 @cache
 def upserts(dialect: str) -> Upserts:
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = insert_for(dialect)
     new_rows = {}
     for entity in (TimelineRow, MessageRow):
         table = table_of(entity)

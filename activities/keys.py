@@ -22,10 +22,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, Row, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from activities.records import DataKeyRow, Records, table_of
+from activities.records import DataKeyRow, Records, insert_for, table_of
 
 _KEYS = table_of(DataKeyRow)
 
@@ -153,9 +151,8 @@ class KeyStore:
         }
 
         def load_or_make(c: Connection) -> tuple[str, bytes | None] | None:
-            insert = pg_insert if c.dialect.name == "postgresql" else sqlite_insert
             made = c.execute(
-                insert(_KEYS)
+                insert_for(c.dialect.name)(_KEYS)
                 .values(row)
                 .on_conflict_do_nothing(index_elements=["namespace", "subject"])
                 .returning(_KEYS.c.key_id)

@@ -40,6 +40,8 @@ from sqlalchemy import (
     event,
     make_url,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, Dialect, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -187,6 +189,11 @@ def timeline_row(workflow_id: str, run_id: str, case_id: str, e: TimelineEntry) 
         "via": e.via,
         "act": e.act,
     }
+
+
+def insert_for(dialect: str) -> Any:
+    """The dialect's INSERT with ON CONFLICT (PostgreSQL or SQLite)."""
+    return pg_insert if dialect == "postgresql" else sqlite_insert
 
 
 def approver_list(ids: list[str]) -> str | None:

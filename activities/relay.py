@@ -346,10 +346,9 @@ class Relay:
 
         def mark(c: Connection) -> None:
             if sent:  # one statement for them all, the time each channel accepted its message
-                table = _MESSAGES
                 c.execute(
-                    update(table)
-                    .where(table.c.key == bindparam("k"), table.c.status == "queued")
+                    update(_MESSAGES)
+                    .where(_MESSAGES.c.key == bindparam("k"), _MESSAGES.c.status == "queued")
                     .values(status="sent", sent_at=bindparam("at"), reason=None, lease_until=None),
                     sent,
                 )
